@@ -1,0 +1,231 @@
+"""Synthetic chest radiographs for the embedded default dataset, written in the real
+SIIM-ACR and ChestX-ray14 on-disk formats so that the same readers serve both.
+
+A phantom has real anatomy signal: body, two textured lungs, mediastinum and heart, ribs
+and clavicles, a burned-in side marker. Findings differ visibly: a pneumothorax is a
+peripheral region with no lung texture bounded by a thin pleural line; an effusion a basal
+fluid level; a nodule a small round opacity; an infiltration patchy opacity; atelectasis a
+collapsed band. Pneumothorax area and regions per image are drawn from distributions
+calibrated on the public SIIM labels (see params.yaml, `synthesize`).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pneumo import dicom, rle
+
+FINDINGS = ("Nodule", "Infiltration", "Effusion", "Atelectasis", "Pneumothorax")
+CXR14_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+UID_ROOT = "1.2.826.0.1.3680043.10.1234"  # a private root: these UIDs never name a real study
+
+
+@dataclass
+class Lung:
+    cx: float
+    cy: float
+    ax: float
+    ay: float
+    medial: int  # +1 if the mediastinum is to the right (image coordinates), else -1
+
+
+def _ellipse(size: int, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
+    out = np.zeros((size, size), np.uint8)
+    cv2.ellipse(out, (round(cx * size), round(cy * size)), (max(1, round(ax * size)), max(1, round(ay * size))), 0, 0, 360, 1, -1)
+    return out.astype(bool)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
+    noise = rng.standard_normal((size, size)).astype(np.float32)
+    blurred = cv2.GaussianBlur(noise, (0, 0), max(0.5, sigma * size))
+    return blurred / (blurred.std() + 1e-6)
+
+
+def _pneumothorax(size: int, lung: Lung, lung_mask: np.ndarray, area: float) -> tuple[np.ndarray, np.ndarray]:
+    """The region between the chest wall and a lung collapsed towards the hilum, sized to
+    `area` (fraction of the image); returns (region, pleural line)."""
+
+    def collapsed(t: float) -> np.ndarray:
+        return _ellipse(size, lung.cx + lung.medial * t / 2, lung.cy + 0.3 * t, lung.ax - t / 2, lung.ay - 0.3 * t)
+
+    lo, hi = 0.0, lung.ax * 1.6
+    for _ in range(12):  # bisection on the collapse depth
+        t = (lo + hi) / 2
+        if (lung_mask & ~collapsed(t)).mean() < area:
+            lo = t
+        else:
+            hi = t
+    inner = collapsed(hi)
+    region = lung_mask & ~inner
+    edge = inner & ~cv2.erode(inner.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    return region, edge & lung_mask
+
+
+def phantom(
+    rng: np.random.Generator, size: int, findings: set[str], pneumothorax_areas: list[float]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One radiograph (uint8, size x size) and one mask per pneumothorax region."""
+    j = lambda s: rng.uniform(-s, s)  # noqa: E731 - anatomical jitter
+    img = np.full((size, size), 0.06, np.float32)
+    body = _ellipse(size, 0.5 + j(0.02), 0.56, 0.46 + j(0.03), 0.52)
+    img[body] = 0.42 + j(0.05)
+    lungs = [
+        Lung(0.31 + j(0.02), 0.46 + j(0.02), 0.14 + j(0.015), 0.29 + j(0.02), +1),
+        Lung(0.69 + j(0.02), 0.46 + j(0.02), 0.13 + j(0.015), 0.28 + j(0.02), -1),
+    ]
+    lung_masks = [_ellipse(size, lg.cx, lg.cy, lg.ax, lg.ay) for lg in lungs]
+    texture = 0.05 * _smooth_noise(rng, size, 0.006) + 0.03 * _smooth_noise(rng, size, 0.02)
+    for m in lung_masks:
+        img[m] = 0.17 + texture[m]
+    mediastinum = np.zeros((size, size), bool)
+    mediastinum[int(0.12 * size) : int(0.78 * size), int((0.445 + j(0.01)) * size) : int((0.555 + j(0.01)) * size)] = True
+    heart = _ellipse(size, 0.56 + j(0.02), 0.63 + j(0.02), 0.13 + j(0.02), 0.11 + j(0.015))
+    img[mediastinum | heart] = 0.6 + j(0.04)
+
+    masks = []
+    order = rng.permutation(2)
+    for i, area in enumerate(pneumothorax_areas):
+        side = int(order[i % 2])
+        region, pleura = _pneumothorax(size, lungs[side], lung_masks[side], area)
+        if i >= 2:  # a third/fourth region: split the crescent of that side, apex vs base
+            cut = int(lungs[side].cy * size)
+            region = region.copy()
+            region[cut - max(1, size // 64) :] = False
+            for m in masks:
+                region &= ~cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        region &= ~np.logical_or.reduce(masks) if masks else True
+        if not region.any():
+            continue
+        img[region] = 0.09 + 0.008 * texture[region]  # air: darker than lung, no markings
+        img[pleura & ~region] = 0.36
+        masks.append(region)
+
+    lung_any = lung_masks[0] | lung_masks[1]
+    for finding in findings - {"Pneumothorax"}:
+        side = int(rng.integers(2))
+        lg, m = lungs[side], lung_masks[side]
+        if finding == "Effusion":  # basal fluid level with a meniscus rising laterally
+            yy, xx = np.mgrid[0:size, 0:size] / size
+            level = lg.cy + lg.ay * rng.uniform(0.35, 0.6) - 0.08 * np.abs(xx - lg.cx + lg.medial * lg.ax) / lg.ax
+            img[m & (yy > level)] = 0.55
+        elif finding == "Nodule":
+            r = rng.uniform(0.018, 0.032)
+            disc = _ellipse(size, lg.cx + j(lg.ax * 0.5), lg.cy + j(lg.ay * 0.5), r, r)
+            img[disc & m] += 0.32
+        elif finding == "Infiltration":
+            patch = (_smooth_noise(rng, size, 0.015) > 0.6) & _ellipse(size, lg.cx, lg.cy + j(0.1), lg.ax * 0.8, lg.ay * 0.5)
+            img[patch & m] += 0.2
+        elif finding == "Atelectasis":
+            band = np.zeros((size, size), np.uint8)
+            y0, y1 = lg.cy + lg.ay * 0.2, lg.cy + lg.ay * 0.45 + j(0.05)
+            cv2.line(band, (round((lg.cx - lg.ax) * size), round(y0 * size)), (round((lg.cx + lg.ax) * size), round(y1 * size)), 1, max(2, round(0.03 * size)))
+            img[band.astype(bool) & m] += 0.3
+
+    ribs = np.zeros((size, size), np.float32)
+    for i in range(9):  # posterior ribs: arcs from the spine curving down laterally
+        y0 = 0.17 + i * 0.068 + j(0.008)
+        for sign in (-1, 1):
+            xs = np.linspace(0.48, 0.48 + sign * 0.36, 24)
+            ys = y0 + 0.12 * ((xs - 0.48) / 0.36) ** 2
+            pts = np.round(np.stack([xs, ys], 1) * size).astype(np.int32)
+            cv2.polylines(ribs, [pts], False, 0.1, max(1, round(0.014 * size)))
+    for sign in (-1, 1):  # clavicles
+        cv2.line(ribs, (round(0.47 * size), round(0.16 * size)), (round((0.5 + sign * 0.28) * size), round(0.11 * size)), 0.14, max(1, round(0.018 * size)))
+    img += cv2.GaussianBlur(ribs, (0, 0), max(0.5, 0.004 * size)) * (body | lung_any)
+    marker = np.zeros((size, size), np.uint8)
+    cv2.putText(marker, "R", (round(0.06 * size), round(0.1 * size)), cv2.FONT_HERSHEY_SIMPLEX, size / 400, 1, max(1, size // 200))
+    img[marker.astype(bool)] = 0.95
+
+    img = cv2.GaussianBlur(img, (0, 0), max(0.5, 0.0015 * size)) + rng.normal(0, 0.015, img.shape).astype(np.float32)
+    gamma = rng.uniform(0.8, 1.25)
+    return np.clip(255 * np.clip(img, 0, 1) ** gamma, 0, 255).astype(np.uint8), masks
+
+
+def _uid(*parts: int) -> str:
+    return ".".join([UID_ROOT, *map(str, parts)])
+
+
+def synthesize(
+    *,
+    siim_dir: Path,
+    cxr14_dir: Path,
+    n_siim: int,
+    n_cxr14: int,
+    size: int,
+    positive_rate: float,
+    log_area_mean: float,
+    log_area_std: float,
+    regions_per_image: list[float],
+    shared_fraction: float,
+    rgba_fraction: float,
+    finding_rate: float,
+    seed: int,
+) -> dict:
+    """Write the SIIM tree + train-rle.csv + siim-to-nih.csv and the CXR-14 images +
+    Data_Entry_2017.csv; return summary counts."""
+    rng = np.random.default_rng(seed)
+    rle_rows, mapping, cxr_rows = [], [], []
+    spacing = 0.143 * 1024 / size  # keep the physical field of view of a real 1024 px film
+    n_shared = round(shared_fraction * n_siim)
+    cxr14_dir.joinpath("images").mkdir(parents=True, exist_ok=True)
+
+    def cxr14_entry(image_name: str, patient: int, follow_up: int, labels: set[str], pixels: np.ndarray) -> None:
+        path = cxr14_dir / "images" / image_name
+        if rng.random() < rgba_fraction:  # a few real CXR-14 PNGs are RGBA with R=G=B
+            pixels = np.dstack([pixels] * 3 + [np.full_like(pixels, 255)])
+        cv2.imwrite(str(path), pixels)
+        finding_text = "|".join(sorted(labels)) or "No Finding"
+        view = "PA" if rng.random() < 0.6 else "AP"
+        cxr_rows.append([image_name, finding_text, follow_up, patient, int(rng.integers(20, 85)),
+                         "MF"[int(rng.integers(2))], view, size, size, f"{spacing:.3f}", f"{spacing:.3f}"])
+
+    for i in range(n_siim):
+        n_regions = 0
+        if rng.random() < positive_rate:
+            n_regions = 1 + int(rng.choice(len(regions_per_image), p=np.asarray(regions_per_image) / sum(regions_per_image)))
+        total = float(np.clip(np.exp(rng.normal(log_area_mean, log_area_std)), 8 / size**2, 0.08))
+        areas = list(total * rng.dirichlet(np.ones(n_regions))) if n_regions else []
+        pixels, masks = phantom(rng, size, set(), areas)
+        study, series, sop = _uid(1, i), _uid(2, i), _uid(3, i)
+        patient = 10_000 + i
+        dicom.write_jpeg_dicom(
+            siim_dir / "dicom-images-train" / study / series / f"{sop}.dcm", pixels,
+            study_uid=study, series_uid=series, sop_uid=sop, patient_id=f"synthetic-{patient:08d}",
+            view_position="PA" if rng.random() < 0.6 else "AP", pixel_spacing_mm=spacing,
+        )
+        rle_rows += [(sop, rle.encode(m)) for m in masks] or [(sop, rle.EMPTY)]
+        if i < n_shared:  # the same film also published in CXR-14, as in the real datasets
+            name = f"{patient:08d}_000.png"
+            cxr14_entry(name, patient, 0, {"Pneumothorax"} if masks else set(), pixels)
+            mapping.append((sop, name))
+
+    for i in range(n_cxr14 - n_shared):
+        labels: set[str] = set()
+        if rng.random() < finding_rate:
+            labels = {FINDINGS[int(rng.integers(len(FINDINGS)))]}
+            if rng.random() < 0.1:
+                labels.add(FINDINGS[int(rng.integers(len(FINDINGS)))])
+        areas = [float(np.clip(np.exp(rng.normal(log_area_mean, log_area_std)), 0.004, 0.08))] if "Pneumothorax" in labels else []
+        pixels, _ = phantom(rng, size, labels, areas)
+        patient = 50_000 + i // 2  # two films per patient: the patient-level split matters
+        cxr14_entry(f"{patient:08d}_{i % 2:03d}.png", patient, i % 2, labels, pixels)
+
+    with open(siim_dir / "train-rle.csv", "w", newline="") as f:
+        f.write("ImageId, EncodedPixels\n")
+        csv.writer(f).writerows(rle_rows)
+    with open(siim_dir / "siim-to-nih.csv", "w", newline="") as f:
+        f.write("Kaggle_ID,NIH_ID\n")
+        csv.writer(f).writerows(mapping)
+    with open(cxr14_dir / "Data_Entry_2017.csv", "w", newline="") as f:
+        f.write(CXR14_HEADER + "\n")
+        csv.writer(f).writerows(sorted(cxr_rows))
+    return {"siim_images": n_siim, "siim_positive": len({r[0] for r in rle_rows if r[1] != rle.EMPTY}),
+            "siim_mask_rows": len(rle_rows), "cxr14_images": len(cxr_rows), "shared_images": len(mapping)}

@@ -1,0 +1,28 @@
+"""DVC stage `prepare_cxr14`: decode the ChestX-ray14 PNGs and labels under `data.cxr14_root`
+into packed uint8 arrays + a multi-hot index.csv, leaving out every patient that appears in
+the prepared SIIM data (leakage control)."""
+
+import argparse
+import json
+from pathlib import Path
+
+from pneumo import params
+from pneumo.prepare import excluded_patients, prepare_cxr14
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--root", type=Path, required=True, help="CXR-14 root (images/ + label CSV)")
+parser.add_argument("--siim-index", type=Path, required=True, help="prepared SIIM index.csv")
+parser.add_argument("--out", type=Path, required=True, help="output folder")
+parser.add_argument("--metrics", type=Path, required=True, help="counts as a DVC metrics file")
+args = parser.parse_args()
+
+p = params.load()
+data, stage = p["data"], p["prepare_cxr14"]
+exclude = excluded_patients(args.siim_index, Path(stage["siim_to_nih"])) if stage["exclude_siim_patients"] else set()
+counts = prepare_cxr14(
+    root=args.root, labels_csv=stage["labels_csv"], out_dir=args.out, image_size=data["image_size"],
+    classes=stage["classes"], max_images=stage["max_images"], split=stage["split"], seed=p["seed"],
+    strict=data["strict"], workers=data["workers"], exclude_patients=exclude,
+)
+args.metrics.parent.mkdir(parents=True, exist_ok=True)
+args.metrics.write_text(json.dumps(counts, indent=1) + "\n")

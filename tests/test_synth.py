@@ -1,0 +1,80 @@
+"""The embedded synthetic dataset: real formats, readable by the same readers, and
+calibrated on the public SIIM label statistics."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from pneumo import cxr14, dicom, rle, synth
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    summary = synth.synthesize(
+        siim_dir=root / "siim", cxr14_dir=root / "cxr14", n_siim=300, n_cxr14=200, size=128,
+        positive_rate=0.222, log_area_mean=-4.83, log_area_std=1.09, regions_per_image=[0.766, 0.167, 0.042, 0.025],
+        shared_fraction=0.2, rgba_fraction=0.05, finding_rate=0.65, seed=0,
+    )
+    return root, summary
+
+
+def test_siim_files_are_jpeg_baseline_dicoms_in_the_siim_tree(synthetic):
+    root, summary = synthetic
+    files = sorted((root / "siim" / "dicom-images-train").rglob("*.dcm"))
+    assert len(files) == 300
+    import pydicom
+
+    ds = pydicom.dcmread(files[0])
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.BitsStored == 8
+    assert ds.PatientID and ds.ViewPosition in ("PA", "AP") and len(ds.PixelSpacing) == 2
+    assert files[0].parent.name == ds.SeriesInstanceUID and files[0].parent.parent.name == ds.StudyInstanceUID
+    assert np.array_equal(dicom.read_image(files[0]), ds.pixel_array)
+
+
+def test_siim_labels_match_the_real_statistics(synthetic):
+    root, summary = synthetic
+    table = rle.read_csv(root / "siim" / "train-rle.csv")
+    assert not table.errors and len(table.rles) == 300
+    assert (root / "siim" / "train-rle.csv").read_text().startswith("ImageId, EncodedPixels\n")
+    positive = {k: v for k, v in table.rles.items() if v != ["-1"]}
+    assert 0.15 < len(positive) / 300 < 0.3  # real: 0.222
+    areas = [rle.render(v, 128, 128).mean() for v in positive.values()]
+    assert 0.002 < np.median(areas) < 0.03  # real median: 0.0082
+    assert max(len(v) for v in positive.values()) >= 2  # several regions -> several rows
+    for rows in positive.values():  # regions are disjoint
+        assert rle.render(rows, 128, 128).sum() == sum(rle.decode(r, 128, 128).sum() for r in rows)
+
+
+def test_pneumothorax_region_is_darker_and_smoother_than_lung(synthetic):
+    rng = np.random.default_rng(1)
+    image, masks = synth.phantom(rng, 256, set(), [0.03])
+    region = masks[0]
+    healthy = synth._ellipse(256, 0.31, 0.46, 0.08, 0.15) & ~region
+    assert image[region].mean() < image[healthy].mean() - 10
+    assert image[region].std() < image[healthy].std()
+
+
+def test_cxr14_files_and_labels(synthetic):
+    root, summary = synthetic
+    labels = cxr14.read_labels(root / "cxr14" / "Data_Entry_2017.csv")
+    assert (root / "cxr14" / "Data_Entry_2017.csv").read_text().splitlines()[0] == synth.CXR14_HEADER
+    pngs = sorted((root / "cxr14" / "images").glob("*.png"))
+    assert len(pngs) == len(labels.labels) == 200 and not labels.errors
+    assert all(cxr14.read_png(p).shape == (128, 128) for p in pngs)
+    counts = np.sum(list(labels.labels.values()), axis=0)
+    assert (counts > 0).all()  # every class occurs
+
+
+def test_shared_films_are_mapped_like_siim_to_nih(synthetic):
+    root, summary = synthetic
+    with open(root / "siim" / "siim-to-nih.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["shared_images"] == 60
+    row = rows[0]
+    siim_file = next((root / "siim" / "dicom-images-train").rglob(f"{row['Kaggle_ID']}.dcm"))
+    # the same film: lossless PNG in CXR-14, JPEG in SIIM (as in the real datasets)
+    diff = dicom.read_image(siim_file).astype(int) - cxr14.read_png(root / "cxr14" / "images" / row["NIH_ID"])
+    assert np.abs(diff).mean() < 3

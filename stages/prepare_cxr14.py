@@ -20,9 +20,17 @@ p = params.load()
 data, stage = p["data"], p["prepare_cxr14"]
 exclude = excluded_patients(args.siim_index, Path(stage["siim_to_nih"])) if stage["exclude_siim_patients"] else set()
 counts = prepare_cxr14(
-    root=args.root, labels_csv=stage["labels_csv"], out_dir=args.out, image_size=data["image_size"],
-    classes=stage["classes"], max_images=stage["max_images"], split=stage["split"], seed=p["seed"],
-    strict=data["strict"], workers=data["workers"], exclude_patients=exclude,
+    root=args.root,
+    labels_csv=stage["labels_csv"],
+    out_dir=args.out,
+    image_size=data["image_size"],
+    classes=stage["classes"],
+    max_images=stage["max_images"],
+    split=stage["split"],
+    seed=p["seed"],
+    strict=data["strict"],
+    workers=data["workers"],
+    exclude_patients=exclude,
 )
 args.metrics.parent.mkdir(parents=True, exist_ok=True)
 args.metrics.write_text(json.dumps(counts, indent=1) + "\n")

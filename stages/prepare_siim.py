@@ -17,8 +17,14 @@ args = parser.parse_args()
 p = params.load()
 data, stage = p["data"], p["prepare_siim"]
 counts = prepare_siim(
-    root=args.root, rle_csv=stage["rle_csv"], out_dir=args.out, image_size=data["image_size"],
-    split=stage["split"], seed=p["seed"], strict=data["strict"], workers=data["workers"],
+    root=args.root,
+    rle_csv=stage["rle_csv"],
+    out_dir=args.out,
+    image_size=data["image_size"],
+    split=stage["split"],
+    seed=p["seed"],
+    strict=data["strict"],
+    workers=data["workers"],
 )
 args.metrics.parent.mkdir(parents=True, exist_ok=True)
 args.metrics.write_text(json.dumps(counts, indent=1) + "\n")

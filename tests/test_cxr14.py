@@ -38,7 +38,7 @@ def test_sample_labels_are_multi_hot(realdata):
     table = cxr14.read_labels(realdata / "cxr14" / "Data_Entry_2017.csv")
     assert len(table.labels) == 40
     assert table.patients["00000100_000.png"] == "00000100"
-    row = dict(zip(table.classes, table.labels["00000100_000.png"]))
+    row = dict(zip(table.classes, table.labels["00000100_000.png"], strict=False))
     assert row == {"No Finding": 0, "Nodule": 0, "Infiltration": 1, "Effusion": 1, "Atelectasis": 1, "Pneumothorax": 0}
     assert sum(v[-1] for v in table.labels.values()) == 10  # the 10 Pneumothorax films
 

@@ -14,8 +14,16 @@ SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 def test_prepare_siim_on_real_samples(realdata, tmp_path):
     out = tmp_path / "siim"
-    counts = prepare.prepare_siim(root=realdata / "siim", rle_csv="train-rle.csv", out_dir=out, image_size=128,
-                                  split=SPLIT, seed=0, strict=True, workers=2)
+    counts = prepare.prepare_siim(
+        root=realdata / "siim",
+        rle_csv="train-rle.csv",
+        out_dir=out,
+        image_size=128,
+        split=SPLIT,
+        seed=0,
+        strict=True,
+        workers=2,
+    )
     images, masks = np.load(out / "images.npy", mmap_mode="r"), np.load(out / "masks.npy", mmap_mode="r")
     assert images.shape == masks.shape == (10, 128, 128) and images.dtype == masks.dtype == np.uint8
     assert set(np.unique(masks)) <= {0, 1}
@@ -51,21 +59,31 @@ def _bad_siim_root(realdata, tmp_path):
     (bad_dir / "truncated.dcm").write_bytes(first.read_bytes()[:5000])
     csv_text = (realdata / "siim" / "train-rle.csv").read_text()
     csv_text += "no-such-image,-1\n1.2.276.0.7230010.3.1.4.8323329.300.1517875162.258081,1 2 3\n"
-    (root / "train-rle.csv").write_text(csv_text.replace("1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819,-1\n", ""))
+    (root / "train-rle.csv").write_text(
+        csv_text.replace("1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819,-1\n", "")
+    )
     return root
 
 
 def test_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
     root = _bad_siim_root(realdata, tmp_path)
     out = tmp_path / "out"
-    counts = prepare.prepare_siim(root=root, rle_csv="train-rle.csv", out_dir=out, image_size=32, split=SPLIT,
-                                  seed=0, strict=False, workers=2)
+    counts = prepare.prepare_siim(
+        root=root, rle_csv="train-rle.csv", out_dir=out, image_size=32, split=SPLIT, seed=0, strict=False, workers=2
+    )
     report = json.loads((out / "report.json").read_text())
     # 10 real files: one lost its only CSV row, one has a malformed extra row; 3 broken files
     assert counts["images"] == 8 and np.load(out / "images.npy").shape == (8, 32, 32)
     errors = "\n".join(report["errors"])
-    for needle in ("zero.dcm", "text.dcm", "truncated.dcm", "no-such-image", "850819 has no row",
-                   ":15: 1.2.276.0.7230010.3.1.4.8323329.300.1517875162.258081: odd count", "258081.dcm: skipped"):
+    for needle in (
+        "zero.dcm",
+        "text.dcm",
+        "truncated.dcm",
+        "no-such-image",
+        "850819 has no row",
+        ":15: 1.2.276.0.7230010.3.1.4.8323329.300.1517875162.258081: odd count",
+        "258081.dcm: skipped",
+    ):
         assert needle in errors, needle
     assert report["skipped"] == len(report["errors"]) == 7
 
@@ -73,8 +91,16 @@ def test_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
 def test_strict_mode_fails_naming_every_bad_input(realdata, tmp_path):
     root = _bad_siim_root(realdata, tmp_path)
     with pytest.raises(prepare.PrepareError) as err:
-        prepare.prepare_siim(root=root, rle_csv="train-rle.csv", out_dir=tmp_path / "out", image_size=32,
-                             split=SPLIT, seed=0, strict=True, workers=1)
+        prepare.prepare_siim(
+            root=root,
+            rle_csv="train-rle.csv",
+            out_dir=tmp_path / "out",
+            image_size=32,
+            split=SPLIT,
+            seed=0,
+            strict=True,
+            workers=1,
+        )
     assert "zero.dcm" in str(err.value) and "no-such-image" in str(err.value)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
 
@@ -87,10 +113,19 @@ def test_prepare_cxr14_with_leakage_exclusion(realdata, tmp_path):
     exclude = prepare.excluded_patients(siim_index, mapping)
     assert exclude == {"00000100"}
     out = tmp_path / "cxr14"
-    counts = prepare.prepare_cxr14(root=realdata / "cxr14", labels_csv="Data_Entry_2017.csv", out_dir=out,
-                                   image_size=32, classes=["No Finding", "Pneumothorax"], max_images=0,
-                                   split={"train": 0.8, "val": 0.2}, seed=0, strict=True, workers=2,
-                                   exclude_patients=exclude)
+    counts = prepare.prepare_cxr14(
+        root=realdata / "cxr14",
+        labels_csv="Data_Entry_2017.csv",
+        out_dir=out,
+        image_size=32,
+        classes=["No Finding", "Pneumothorax"],
+        max_images=0,
+        split={"train": 0.8, "val": 0.2},
+        seed=0,
+        strict=True,
+        workers=2,
+        exclude_patients=exclude,
+    )
     assert counts["images"] == 39 and counts["excluded_leakage"] == 1
     assert np.load(out / "images.npy").shape == (39, 32, 32)
     lines = (out / "index.csv").read_text().splitlines()

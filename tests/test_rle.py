@@ -38,7 +38,14 @@ def test_column_major_orientation():
 
 @pytest.mark.parametrize(
     "flat_on, expected",
-    [([], "-1"), ([0], "0 1"), ([11], "11 1"), (list(range(12)), "0 12"), ([1, 2, 6], "1 2 3 1"), ([0, 11], "0 1 10 1")],
+    [
+        ([], "-1"),
+        ([0], "0 1"),
+        ([11], "11 1"),
+        (list(range(12)), "0 12"),
+        ([1, 2, 6], "1 2 3 1"),
+        ([0, 11], "0 1 10 1"),
+    ],
 )
 def test_encode_table(flat_on, expected):
     assert rle.encode(mask_from_flat(flat_on, 3, 4)) == expected
@@ -66,14 +73,14 @@ def test_render_ors_overlapping_rows():
 
 def test_read_csv_bom_crlf_spaces_and_bad_rows(tmp_path):
     path = tmp_path / "rle.csv"
-    path.write_bytes(
-        "\ufeffImageId, EncodedPixels\r\nA, -1\r\nB, 1 2\r\nB,5 1\r\nC,1 2 3\r\nD,1 x\r\nE\r\n".encode()
-    )
+    path.write_bytes("\ufeffImageId, EncodedPixels\r\nA, -1\r\nB, 1 2\r\nB,5 1\r\nC,1 2 3\r\nD,1 x\r\nE\r\n".encode())
     table = rle.read_csv(path)
     assert table.rles == {"A": ["-1"], "B": ["1 2", "5 1"]}
     assert len(table.errors) == 3
     assert all(str(path) in e for e in table.errors)
-    assert ":5: C: odd count" in table.errors[0] and ":6: D: non-numeric" in table.errors[1] and ":7:" in table.errors[2]
+    assert (
+        ":5: C: odd count" in table.errors[0] and ":6: D: non-numeric" in table.errors[1] and ":7:" in table.errors[2]
+    )
 
 
 def test_read_csv_missing_header(tmp_path):

@@ -13,9 +13,20 @@ from pneumo import cxr14, dicom, rle, synth
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     summary = synth.synthesize(
-        siim_dir=root / "siim", cxr14_dir=root / "cxr14", n_siim=300, n_cxr14=200, size=128,
-        positive_rate=0.222, log_area_mean=-4.83, log_area_std=1.09, regions_per_image=[0.766, 0.167, 0.042, 0.025],
-        shared_fraction=0.2, rgba_fraction=0.05, finding_rate=0.65, seed=0,
+        siim_dir=root / "siim",
+        cxr14_dir=root / "cxr14",
+        n_siim=300,
+        n_test=5,
+        n_cxr14=200,
+        size=128,
+        positive_rate=0.222,
+        log_area_mean=-4.83,
+        log_area_std=1.09,
+        regions_per_image=[0.766, 0.167, 0.042, 0.025],
+        shared_fraction=0.2,
+        rgba_fraction=0.05,
+        finding_rate=0.65,
+        seed=0,
     )
     return root, summary
 
@@ -24,6 +35,7 @@ def test_siim_files_are_jpeg_baseline_dicoms_in_the_siim_tree(synthetic):
     root, summary = synthetic
     files = sorted((root / "siim" / "dicom-images-train").rglob("*.dcm"))
     assert len(files) == 300
+    assert len(list((root / "siim" / "dicom-images-test").rglob("*.dcm"))) == 5
     import pydicom
 
     ds = pydicom.dcmread(files[0])

@@ -16,9 +16,21 @@ import cv2
 import numpy as np
 
 ALL_CLASSES = (
-    "No Finding", "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion",
-    "Emphysema", "Fibrosis", "Hernia", "Infiltration", "Mass", "Nodule",
-    "Pleural_Thickening", "Pneumonia", "Pneumothorax",
+    "No Finding",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
 )
 DEFAULT_CLASSES = ("No Finding", "Nodule", "Infiltration", "Effusion", "Atelectasis", "Pneumothorax")
 
@@ -76,7 +88,9 @@ def read_labels(path: str | Path, classes: tuple[str, ...] = DEFAULT_CLASSES) ->
         try:
             i_image, i_labels, i_patient = (header.index(n) for n in ("Image Index", "Finding Labels", "Patient ID"))
         except ValueError:
-            raise CXR14Error(f"{path}: header lacks 'Image Index', 'Finding Labels' or 'Patient ID': {header[:4]}") from None
+            raise CXR14Error(
+                f"{path}: header lacks 'Image Index', 'Finding Labels' or 'Patient ID': {header[:4]}"
+            ) from None
         for lineno, row in enumerate(reader, start=2):
             if not row:
                 continue

@@ -15,9 +15,9 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -60,7 +60,13 @@ def _decode_siim(job: tuple[str, list[str] | None, int]) -> tuple[str, object]:
             return "error", f"{path}: image {image.image_id} has no row in the RLE CSV"
         h, w = image.pixels.shape
         full = rle.render(rles, h, w)
-        return "ok", (image.image_id, image.patient_id, resize(image.pixels, size), resize_mask(full, size), int(full.any()))
+        return "ok", (
+            image.image_id,
+            image.patient_id,
+            resize(image.pixels, size),
+            resize_mask(full, size),
+            int(full.any()),
+        )
     except (dicom.DicomError, rle.RLEError) as e:
         return "error", f"{path}: {e}" if str(path) not in str(e) else str(e)
 
@@ -81,7 +87,7 @@ def _stream(jobs: list, decode: Callable, size: int, out_dir: Path, workers: int
     kept, errors, count = [], [], 0
     with ProcessPoolExecutor(max_workers=workers) as pool:
         results = pool.map(decode, jobs, chunksize=8) if workers > 1 else map(decode, jobs)
-        for job, (status, value) in tqdm(zip(jobs, results), total=n, desc=desc):
+        for job, (status, value) in tqdm(zip(jobs, results, strict=False), total=n, desc=desc, disable=None):
             if status == "error":
                 errors.append(value)
                 continue
@@ -126,7 +132,15 @@ def _fresh_tmp(out_dir: Path) -> Path:
 
 
 def prepare_siim(
-    *, root: Path, rle_csv: str, out_dir: Path, image_size: int, split: dict[str, float], seed: int, strict: bool, workers: int
+    *,
+    root: Path,
+    rle_csv: str,
+    out_dir: Path,
+    image_size: int,
+    split: dict[str, float],
+    seed: int,
+    strict: bool,
+    workers: int,
 ) -> dict:
     """SIIM root (dicom-images-train/**.dcm + RLE CSV) -> images.npy, masks.npy, index.csv."""
     table = rle.read_csv(root / rle_csv)
@@ -140,13 +154,20 @@ def prepare_siim(
     tmp = _fresh_tmp(out_dir)
     kept, errors = _stream(jobs, _decode_siim, image_size, tmp, workers, "prepare_siim", with_masks=True)
     seen = {p.stem for p in files} | table.rejected
-    errors = table.errors + rejected + errors + [f"{root / rle_csv}: row for image {i} has no DICOM file" for i in table.rles if i not in seen]
+    errors = (
+        table.errors
+        + rejected
+        + errors
+        + [f"{root / rle_csv}: row for image {i} has no DICOM file" for i in table.rles if i not in seen]
+    )
     values = [v for _, v in kept]
     splits = patient_split([v[1] for v in values], split, seed)
     rows = [(v[0], v[1], splits[v[1]], v[4], int(v[3].sum())) for v in values]
     report = {"images": len(rows), "positive": sum(r[3] for r in rows), "skipped": len(errors), "errors": errors}
     report |= {f"{s}_images": sum(r[2] == s for r in rows) for s in split}
-    return _finish(tmp, out_dir, ["image_id", "patient_id", "split", "has_pneumothorax", "mask_pixels"], rows, report, strict)
+    return _finish(
+        tmp, out_dir, ["image_id", "patient_id", "split", "has_pneumothorax", "mask_pixels"], rows, report, strict
+    )
 
 
 def excluded_patients(siim_index: Path, siim_to_nih: Path) -> set[str]:
@@ -158,8 +179,18 @@ def excluded_patients(siim_index: Path, siim_to_nih: Path) -> set[str]:
 
 
 def prepare_cxr14(
-    *, root: Path, labels_csv: str, out_dir: Path, image_size: int, classes: list[str], max_images: int,
-    split: dict[str, float], seed: int, strict: bool, workers: int, exclude_patients: set[str],
+    *,
+    root: Path,
+    labels_csv: str,
+    out_dir: Path,
+    image_size: int,
+    classes: list[str],
+    max_images: int,
+    split: dict[str, float],
+    seed: int,
+    strict: bool,
+    workers: int,
+    exclude_patients: set[str],
 ) -> dict:
     """CXR-14 root (images/*.png + label CSV) -> images.npy, index.csv with one 0/1 column per class."""
     table = cxr14.read_labels(root / labels_csv, tuple(classes))
@@ -179,7 +210,15 @@ def prepare_cxr14(
         pick = np.sort(np.random.default_rng(seed).choice(len(kept_files), max_images, replace=False))
         kept_files = [kept_files[i] for i in pick]
     tmp = _fresh_tmp(out_dir)
-    kept, decode_errors = _stream([(str(p), image_size) for p in kept_files], _decode_cxr14, image_size, tmp, workers, "prepare_cxr14", with_masks=False)
+    kept, decode_errors = _stream(
+        [(str(p), image_size) for p in kept_files],
+        _decode_cxr14,
+        image_size,
+        tmp,
+        workers,
+        "prepare_cxr14",
+        with_masks=False,
+    )
     errors += decode_errors
     names = [Path(job[0]).name for job, _ in kept]
     splits = patient_split([table.patients[n] for n in names], split, seed)
@@ -187,3 +226,19 @@ def prepare_cxr14(
     report = {"images": len(rows), "excluded_leakage": len(excluded), "skipped": len(errors), "errors": errors}
     report |= {f"{s}_images": sum(r[2] == s for r in rows) for s in split}
     return _finish(tmp, out_dir, ["image_id", "patient_id", "split", *classes], rows, report, strict)
+
+
+def load_prepared(folder: Path) -> tuple[np.ndarray, np.ndarray | None, list[dict]]:
+    """(images memmap, masks memmap or None, index rows) of a prepared folder."""
+    folder = Path(folder)
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    masks = np.load(folder / "masks.npy", mmap_mode="r") if (folder / "masks.npy").exists() else None
+    with open(folder / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if len(rows) != len(images):
+        raise PrepareError(f"{folder}: index.csv has {len(rows)} rows for {len(images)} images")
+    return images, masks, rows
+
+
+def split_indices(rows: list[dict], split: str) -> np.ndarray:
+    return np.array([i for i, r in enumerate(rows) if r["split"] == split], dtype=np.int64)

@@ -39,7 +39,16 @@ class Lung:
 
 def _ellipse(size: int, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
     out = np.zeros((size, size), np.uint8)
-    cv2.ellipse(out, (round(cx * size), round(cy * size)), (max(1, round(ax * size)), max(1, round(ay * size))), 0, 0, 360, 1, -1)
+    cv2.ellipse(
+        out,
+        (round(cx * size), round(cy * size)),
+        (max(1, round(ax * size)), max(1, round(ay * size))),
+        0,
+        0,
+        360,
+        1,
+        -1,
+    )
     return out.astype(bool)
 
 
@@ -86,7 +95,9 @@ def phantom(
     for m in lung_masks:
         img[m] = 0.17 + texture[m]
     mediastinum = np.zeros((size, size), bool)
-    mediastinum[int(0.12 * size) : int(0.78 * size), int((0.445 + j(0.01)) * size) : int((0.555 + j(0.01)) * size)] = True
+    mediastinum[int(0.12 * size) : int(0.78 * size), int((0.445 + j(0.01)) * size) : int((0.555 + j(0.01)) * size)] = (
+        True
+    )
     heart = _ellipse(size, 0.56 + j(0.02), 0.63 + j(0.02), 0.13 + j(0.02), 0.11 + j(0.015))
     img[mediastinum | heart] = 0.6 + j(0.04)
 
@@ -117,16 +128,24 @@ def phantom(
             level = lg.cy + lg.ay * rng.uniform(0.35, 0.6) - 0.08 * np.abs(xx - lg.cx + lg.medial * lg.ax) / lg.ax
             img[m & (yy > level)] = 0.55
         elif finding == "Nodule":
-            r = rng.uniform(0.018, 0.032)
+            r = rng.uniform(0.03, 0.05)
             disc = _ellipse(size, lg.cx + j(lg.ax * 0.5), lg.cy + j(lg.ay * 0.5), r, r)
-            img[disc & m] += 0.32
+            img[disc & m] += 0.35
         elif finding == "Infiltration":
-            patch = (_smooth_noise(rng, size, 0.015) > 0.6) & _ellipse(size, lg.cx, lg.cy + j(0.1), lg.ax * 0.8, lg.ay * 0.5)
-            img[patch & m] += 0.2
+            patch = (_smooth_noise(rng, size, 0.025) > 0.3) & _ellipse(
+                size, lg.cx, lg.cy + j(0.1), lg.ax * 0.9, lg.ay * 0.6
+            )
+            img[patch & m] += 0.22
         elif finding == "Atelectasis":
             band = np.zeros((size, size), np.uint8)
             y0, y1 = lg.cy + lg.ay * 0.2, lg.cy + lg.ay * 0.45 + j(0.05)
-            cv2.line(band, (round((lg.cx - lg.ax) * size), round(y0 * size)), (round((lg.cx + lg.ax) * size), round(y1 * size)), 1, max(2, round(0.03 * size)))
+            cv2.line(
+                band,
+                (round((lg.cx - lg.ax) * size), round(y0 * size)),
+                (round((lg.cx + lg.ax) * size), round(y1 * size)),
+                1,
+                max(2, round(0.05 * size)),
+            )
             img[band.astype(bool) & m] += 0.3
 
     ribs = np.zeros((size, size), np.float32)
@@ -138,14 +157,28 @@ def phantom(
             pts = np.round(np.stack([xs, ys], 1) * size).astype(np.int32)
             cv2.polylines(ribs, [pts], False, 0.1, max(1, round(0.014 * size)))
     for sign in (-1, 1):  # clavicles
-        cv2.line(ribs, (round(0.47 * size), round(0.16 * size)), (round((0.5 + sign * 0.28) * size), round(0.11 * size)), 0.14, max(1, round(0.018 * size)))
+        cv2.line(
+            ribs,
+            (round(0.47 * size), round(0.16 * size)),
+            (round((0.5 + sign * 0.28) * size), round(0.11 * size)),
+            0.14,
+            max(1, round(0.018 * size)),
+        )
     img += cv2.GaussianBlur(ribs, (0, 0), max(0.5, 0.004 * size)) * (body | lung_any)
     marker = np.zeros((size, size), np.uint8)
-    cv2.putText(marker, "R", (round(0.06 * size), round(0.1 * size)), cv2.FONT_HERSHEY_SIMPLEX, size / 400, 1, max(1, size // 200))
+    cv2.putText(
+        marker,
+        "R",
+        (round(0.06 * size), round(0.1 * size)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        size / 400,
+        1,
+        max(1, size // 200),
+    )
     img[marker.astype(bool)] = 0.95
 
     img = cv2.GaussianBlur(img, (0, 0), max(0.5, 0.0015 * size)) + rng.normal(0, 0.015, img.shape).astype(np.float32)
-    gamma = rng.uniform(0.8, 1.25)
+    gamma = rng.uniform(0.85, 1.15)
     return np.clip(255 * np.clip(img, 0, 1) ** gamma, 0, 255).astype(np.uint8), masks
 
 
@@ -158,6 +191,7 @@ def synthesize(
     siim_dir: Path,
     cxr14_dir: Path,
     n_siim: int,
+    n_test: int,
     n_cxr14: int,
     size: int,
     positive_rate: float,
@@ -169,7 +203,8 @@ def synthesize(
     finding_rate: float,
     seed: int,
 ) -> dict:
-    """Write the SIIM tree + train-rle.csv + siim-to-nih.csv and the CXR-14 images +
+    """Write the SIIM trees (dicom-images-train/ with train-rle.csv, dicom-images-test/ without
+    labels, as Kaggle published them) + siim-to-nih.csv and the CXR-14 images +
     Data_Entry_2017.csv; return summary counts."""
     rng = np.random.default_rng(seed)
     rle_rows, mapping, cxr_rows = [], [], []
@@ -184,23 +219,46 @@ def synthesize(
         cv2.imwrite(str(path), pixels)
         finding_text = "|".join(sorted(labels)) or "No Finding"
         view = "PA" if rng.random() < 0.6 else "AP"
-        cxr_rows.append([image_name, finding_text, follow_up, patient, int(rng.integers(20, 85)),
-                         "MF"[int(rng.integers(2))], view, size, size, f"{spacing:.3f}", f"{spacing:.3f}"])
+        cxr_rows.append(
+            [
+                image_name,
+                finding_text,
+                follow_up,
+                patient,
+                int(rng.integers(20, 85)),
+                "MF"[int(rng.integers(2))],
+                view,
+                size,
+                size,
+                f"{spacing:.3f}",
+                f"{spacing:.3f}",
+            ]
+        )
 
-    for i in range(n_siim):
+    for i in range(n_siim + n_test):
+        test = i >= n_siim
         n_regions = 0
         if rng.random() < positive_rate:
-            n_regions = 1 + int(rng.choice(len(regions_per_image), p=np.asarray(regions_per_image) / sum(regions_per_image)))
+            n_regions = 1 + int(
+                rng.choice(len(regions_per_image), p=np.asarray(regions_per_image) / sum(regions_per_image))
+            )
         total = float(np.clip(np.exp(rng.normal(log_area_mean, log_area_std)), 8 / size**2, 0.08))
         areas = list(total * rng.dirichlet(np.ones(n_regions))) if n_regions else []
         pixels, masks = phantom(rng, size, set(), areas)
         study, series, sop = _uid(1, i), _uid(2, i), _uid(3, i)
         patient = 10_000 + i
         dicom.write_jpeg_dicom(
-            siim_dir / "dicom-images-train" / study / series / f"{sop}.dcm", pixels,
-            study_uid=study, series_uid=series, sop_uid=sop, patient_id=f"synthetic-{patient:08d}",
-            view_position="PA" if rng.random() < 0.6 else "AP", pixel_spacing_mm=spacing,
+            siim_dir / ("dicom-images-test" if test else "dicom-images-train") / study / series / f"{sop}.dcm",
+            pixels,
+            study_uid=study,
+            series_uid=series,
+            sop_uid=sop,
+            patient_id=f"synthetic-{patient:08d}",
+            view_position="PA" if rng.random() < 0.6 else "AP",
+            pixel_spacing_mm=spacing,
         )
+        if test:  # test labels are not published
+            continue
         rle_rows += [(sop, rle.encode(m)) for m in masks] or [(sop, rle.EMPTY)]
         if i < n_shared:  # the same film also published in CXR-14, as in the real datasets
             name = f"{patient:08d}_000.png"
@@ -213,7 +271,12 @@ def synthesize(
             labels = {FINDINGS[int(rng.integers(len(FINDINGS)))]}
             if rng.random() < 0.1:
                 labels.add(FINDINGS[int(rng.integers(len(FINDINGS)))])
-        areas = [float(np.clip(np.exp(rng.normal(log_area_mean, log_area_std)), 0.004, 0.08))] if "Pneumothorax" in labels else []
+        # CXR-14's text-mined Pneumothorax labels lean to visible ones: no area below 1%
+        areas = (
+            [float(np.clip(np.exp(rng.normal(log_area_mean, log_area_std)), 0.01, 0.08))]
+            if "Pneumothorax" in labels
+            else []
+        )
         pixels, _ = phantom(rng, size, labels, areas)
         patient = 50_000 + i // 2  # two films per patient: the patient-level split matters
         cxr14_entry(f"{patient:08d}_{i % 2:03d}.png", patient, i % 2, labels, pixels)
@@ -227,5 +290,11 @@ def synthesize(
     with open(cxr14_dir / "Data_Entry_2017.csv", "w", newline="") as f:
         f.write(CXR14_HEADER + "\n")
         csv.writer(f).writerows(sorted(cxr_rows))
-    return {"siim_images": n_siim, "siim_positive": len({r[0] for r in rle_rows if r[1] != rle.EMPTY}),
-            "siim_mask_rows": len(rle_rows), "cxr14_images": len(cxr_rows), "shared_images": len(mapping)}
+    return {
+        "siim_images": n_siim,
+        "siim_test_images": n_test,
+        "siim_positive": len({r[0] for r in rle_rows if r[1] != rle.EMPTY}),
+        "siim_mask_rows": len(rle_rows),
+        "cxr14_images": len(cxr_rows),
+        "shared_images": len(mapping),
+    }

@@ -1,0 +1,135 @@
+"""`cluster_latents`: pseudo-labels from clustering the autoencoder's latent space, and
+their validation against the true CXR-14 labels, which the clustering never sees.
+
+Validation uses the images with exactly one label in the class list (`No Finding`
+included), so each has one true class; the same clustering of raw downsampled pixels is
+the baseline that shows whether the autoencoder helped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.mixture import GaussianMixture  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from pneumo import metrics, models, train  # noqa: E402
+from pneumo.autoencoder import load_autoencoder  # noqa: E402
+from pneumo.prepare import load_prepared  # noqa: E402
+
+CLUSTERERS = {
+    "kmeans": lambda k, seed: KMeans(n_clusters=k, n_init=10, random_state=seed),
+    "gmm": lambda k, seed: GaussianMixture(n_components=k, covariance_type="diag", random_state=seed),
+}
+
+
+def reduce(features: np.ndarray, standardize: bool, pca_dim: int, seed: int) -> np.ndarray:
+    """Optionally standardise, then PCA to `pca_dim` (0 = keep all)."""
+    x = StandardScaler().fit_transform(features) if standardize else features
+    if 0 < pca_dim < min(x.shape):
+        x = PCA(n_components=pca_dim, random_state=seed).fit_transform(x)
+    return x
+
+
+def cluster(features: np.ndarray, method: str, k: int, seed: int) -> np.ndarray:
+    return models.by_name(CLUSTERERS, method, "clustering method")(k, seed).fit_predict(features)
+
+
+def true_classes(rows: list[dict], classes: list[str]) -> np.ndarray:
+    """Index of the single true class per image, -1 where an image has none or several."""
+    hot = np.array([[int(r[c]) for c in classes] for r in rows])
+    return np.where(hot.sum(1) == 1, hot.argmax(1), -1)
+
+
+def cluster_latents(
+    *,
+    images_dir: Path,
+    model_path: Path,
+    out_csv: Path,
+    metrics_path: Path,
+    plots_dir: Path,
+    classes: list[str],
+    standardize: bool,
+    pca_dim: int,
+    method: str,
+    k: int,
+    raw_size: int,
+    seed: int,
+    batch_size: int = 64,
+    device: str = "auto",
+) -> dict:
+    dev = train.device_from(device)
+    images, _, rows = load_prepared(images_dir)
+    k = k or len(classes)
+    model = load_autoencoder(model_path, dev)
+    data = train.loader(train.Arrays(images, None, np.arange(len(images))), batch_size, seed=seed)
+    latents = train.run_model(model, data, dev, lambda m, x: m.encode(x)).numpy()
+    features = reduce(latents, standardize, pca_dim, seed)
+    clusters = cluster(features, method, k, seed)
+    raw = np.stack(
+        [cv2.resize(np.asarray(im), (raw_size, raw_size), interpolation=cv2.INTER_AREA).ravel() for im in images]
+    )
+    raw_clusters = cluster(reduce(raw.astype(np.float32), standardize, pca_dim, seed), method, k, seed)
+
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_id", "cluster"])
+        writer.writerows((r["image_id"], int(c)) for r, c in zip(rows, clusters, strict=False))
+
+    truth = true_classes(rows, classes)
+    single = truth >= 0
+    histogram = {
+        f"cluster_{c}": {classes[j]: int(((clusters == c) & (truth == j)).sum()) for j in range(len(classes))}
+        for c in range(k)
+    }
+    report = {
+        "autoencoder": metrics.clustering_scores(clusters[single], truth[single]),
+        "raw_pixels": metrics.clustering_scores(raw_clusters[single], truth[single]),
+        "images": len(rows),
+        "single_label_images": int(single.sum()),
+        "k": k,
+        "histogram": histogram,
+    }
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(report, indent=1) + "\n")
+    _plots(features, clusters, truth, classes, k, plots_dir, seed)
+    return report
+
+
+def _plots(features, clusters, truth, classes, k, plots_dir: Path, seed: int) -> None:
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    xy = PCA(n_components=2, random_state=seed).fit_transform(features) if features.shape[1] > 2 else features
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    axes[0].scatter(xy[:, 0], xy[:, 1], c=clusters, cmap="tab10", s=8)
+    axes[0].set_title("latents (PCA 2-D) by cluster")
+    for j, name in enumerate(classes):
+        sel = truth == j
+        axes[1].scatter(xy[sel, 0], xy[sel, 1], s=8, label=name)
+    axes[1].scatter(xy[truth < 0, 0], xy[truth < 0, 1], s=4, c="lightgrey", label="several/none")
+    axes[1].set_title("latents (PCA 2-D) by true label")
+    axes[1].legend(fontsize=7, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(plots_dir / "projection.png", dpi=90)
+    plt.close(fig)
+    table = np.array([[((clusters == c) & (truth == j)).sum() for j in range(len(classes))] for c in range(k)])
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 0.5 * k + 2))
+    ax.imshow(table, cmap="Blues")
+    for (c, j), v in np.ndenumerate(table):
+        ax.text(j, c, str(v), ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_yticks(range(k), [f"cluster {c}" for c in range(k)])
+    ax.set_title("cluster vs true label (single-label images)")
+    fig.tight_layout()
+    fig.savefig(plots_dir / "cluster_vs_label.png", dpi=90)
+    plt.close(fig)

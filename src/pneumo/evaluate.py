@@ -1,0 +1,155 @@
+"""`evaluate`: one U-Net variant on the held-out SIIM test split, with honest baselines.
+
+Post-processing thresholds (top, min_area, bottom) are tuned on the validation split only,
+then frozen for test and stored beside the weights, so `pneumo predict` applies the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from pneumo import metrics, overlay, synth, train
+from pneumo.prepare import load_prepared, split_indices
+from pneumo.segment import load_unet, predict_probs
+
+METRIC_DEFINITIONS = """\
+- `siim_dice`: SIIM-ACR's official metric: mean over images of Dice, an empty prediction
+  on an empty image scoring 1 (so predicting "no pneumothorax" everywhere scores the share
+  of empty images: the `all_empty` row).
+- `dice_positive`: mean Dice over the images that have a pneumothorax only.
+- `dice_pooled`: Dice over all pixels of all test images pooled together.
+- `iou`: mean per-image IoU (empty/empty = 1).
+- `auc`: image-level pneumothorax presence AUC, scored by the maximum pixel probability."""
+
+
+def _empty_baseline(true: np.ndarray) -> dict:
+    empty = np.zeros_like(true, dtype=bool)
+    row = metrics.segmentation_report(empty, true, np.zeros(len(true)))
+    row["auc"] = 0.5  # a constant score ranks nothing
+    return row
+
+
+def evaluate(
+    *,
+    model_path: Path,
+    siim_dir: Path,
+    postprocess_path: Path,
+    card_path: Path,
+    metrics_path: Path,
+    plots_dir: Path,
+    prepare_cxr14_metrics: Path,
+    tops: list[float],
+    min_area_fractions: list[float],
+    bottoms: list[float],
+    n_overlays: int,
+    device: str = "auto",
+) -> dict:
+    dev = train.device_from(device)
+    model, meta = load_unet(model_path, dev)
+    images, masks, rows = load_prepared(siim_dir)
+    val_idx, test_idx = split_indices(rows, "val"), split_indices(rows, "test")
+    size = images.shape[1]
+    areas = sorted({int(round(f * size * size)) for f in min_area_fractions})
+    val_probs = predict_probs(model, images, val_idx, dev)
+    tuned = (
+        metrics.tune_postprocess(val_probs, masks[val_idx], tops, areas, bottoms)
+        if len(val_idx)
+        else {"score": float("nan"), "top": 0.5, "min_area": 1, "bottom": 0.5}
+    )
+    post = {"top": tuned["top"], "min_area": tuned["min_area"], "bottom": tuned["bottom"], "image_size": size}
+    test_probs = predict_probs(model, images, test_idx, dev)
+    pred = metrics.postprocess(test_probs, post["top"], post["min_area"], post["bottom"])
+    truth = masks[test_idx].astype(bool)
+    score = test_probs.reshape(len(test_idx), -1).max(1) if len(test_idx) else np.zeros(0)
+    result = {
+        "variant": meta["variant"],
+        "test": metrics.segmentation_report(pred, truth, score),
+        "all_empty": _empty_baseline(truth),
+        "val": {
+            "siim_dice": tuned["score"],
+            "all_empty_siim_dice": float(np.mean(~masks[val_idx].reshape(len(val_idx), -1).any(1)))
+            if len(val_idx)
+            else float("nan"),
+        },
+        "postprocess": post,
+    }
+    postprocess_path.parent.mkdir(parents=True, exist_ok=True)
+    postprocess_path.write_text(json.dumps(post, indent=1) + "\n")
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(result, indent=1) + "\n")
+    _plots(plots_dir, truth, score, images[test_idx], pred, n_overlays)
+    leakage = json.loads(prepare_cxr14_metrics.read_text())
+    synthetic = bool(rows) and all(r["image_id"].startswith(synth.UID_ROOT) for r in rows)
+    card_path.write_text(_model_card(meta, result, rows, leakage, synthetic))
+    return result
+
+
+def _plots(plots_dir: Path, truth: np.ndarray, score: np.ndarray, images: np.ndarray, pred: np.ndarray, n: int) -> None:
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    present = truth.reshape(len(truth), -1).any(1)
+    roc, pr = [], []
+    if present.any() and (~present).any():
+        fpr, tpr, _ = roc_curve(present, score)
+        roc = [{"fpr": float(a), "tpr": float(b)} for a, b in zip(fpr, tpr, strict=False)]
+        precision, recall, _ = precision_recall_curve(present, score)
+        pr = [{"recall": float(a), "precision": float(b)} for a, b in zip(recall, precision, strict=False)]
+    (plots_dir / "roc.json").write_text(json.dumps({"roc": roc}))
+    (plots_dir / "pr.json").write_text(json.dumps({"pr": pr}))
+    order = np.argsort(~present, kind="stable")[:n]  # positives first
+    tiles = [
+        overlay.outline(np.asarray(images[i]), [(truth[i], overlay.TRUTH), (pred[i], overlay.PREDICTION)], scale=3)
+        for i in order
+    ]
+    if tiles:
+        cv2.imwrite(str(plots_dir / "overlays.png"), overlay.grid([tiles[i : i + 4] for i in range(0, len(tiles), 4)]))
+    else:
+        cv2.imwrite(str(plots_dir / "overlays.png"), np.full((8, 8, 3), 255, np.uint8))
+
+
+def _fmt(row: dict) -> str:
+    return " | ".join(f"{row[k]:.3f}" for k in ("siim_dice", "dice_positive", "dice_pooled", "iou", "auc"))
+
+
+def _model_card(meta: dict, result: dict, rows: list[dict], leakage: dict, synthetic: bool) -> str:
+    splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
+    post, test = result["postprocess"], result["test"]
+    limits = [
+        "Trained and tested on **synthetic data** (the embedded phantoms): these numbers say the "
+        "pipeline works, not how the model does on patients."
+        if synthetic
+        else "Trained on the SIIM-ACR data given by `data.siim_root`."
+    ]
+    limits.append(f"Input size {post['image_size']} px; masks are predicted at that size and resized back.")
+    limits.append("Not a medical device; for research only.")
+    return f"""# Model card: U-Net, encoder initialisation `{meta["variant"]}`
+
+- Architecture: U-Net, {meta["encoder"]} encoder, {meta["in_channels"]} input channel, {post["image_size"]} px.
+- Encoder initialisation: `{meta["variant"]}`; best validation epoch {meta["best_epoch"]}.
+- Data: SIIM-ACR {"(synthetic) " if synthetic else ""}{len(rows)} images, patient-level split train {splits["train"]} /
+  val {splits["val"]} / test {splits["test"]}.
+- Pretraining data: CXR-14, {leakage.get("images", "?")} images after leaving out {leakage.get("excluded_leakage", "?")}
+  images of patients that appear in the SIIM data (leakage control).
+
+## Post-processing (tuned on validation, frozen for test)
+top threshold {post["top"]}, minimum area {post["min_area"]} px, bottom threshold {post["bottom"]}.
+
+## Test results ({test["images"]} images, {test["positive_images"]} with pneumothorax)
+| prediction | SIIM Dice | Dice (positives) | pooled Dice | IoU | AUC |
+|---|---|---|---|---|---|
+| this model | {_fmt(test)} |
+| all empty | {_fmt(result["all_empty"])} |
+
+Validation SIIM Dice after post-processing: {result["val"]["siim_dice"]:.3f}
+(all empty: {result["val"]["all_empty_siim_dice"]:.3f}).
+
+## Metric definitions
+{METRIC_DEFINITIONS}
+
+## Limits
+{chr(10).join("- " + line for line in limits)}
+"""

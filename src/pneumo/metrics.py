@@ -1,0 +1,92 @@
+"""Segmentation and clustering metrics, and the SIIM winners' post-processing.
+
+SIIM's official metric is the mean over images of Dice, where an empty prediction on an
+empty image scores 1 and any prediction on an empty image (or an empty one on a positive
+image) scores 0. An all-empty prediction therefore already scores the share of empty
+images; every table here reports that baseline beside the model.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, roc_auc_score
+
+
+def _flat(masks: np.ndarray) -> np.ndarray:
+    return np.asarray(masks, bool).reshape(len(masks), -1)
+
+
+def dice_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Dice per image, (N,); empty prediction on an empty image = 1."""
+    p, t = _flat(pred), _flat(true)
+    inter, total = (p & t).sum(1), p.sum(1) + t.sum(1)
+    return np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+
+
+def iou_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """IoU per image, (N,); empty/empty = 1."""
+    p, t = _flat(pred), _flat(true)
+    inter, union = (p & t).sum(1), (p | t).sum(1)
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def pooled_dice(pred: np.ndarray, true: np.ndarray) -> float:
+    """Dice over all pixels of all images pooled (0 when both are empty everywhere)."""
+    p, t = _flat(pred), _flat(true)
+    total = p.sum() + t.sum()
+    return float(2 * (p & t).sum() / total) if total else 0.0
+
+
+def postprocess(probs: np.ndarray, top: float, min_area: int, bottom: float) -> np.ndarray:
+    """SIIM winners' rule: an image is positive if at least `min_area` pixels exceed `top`;
+    its mask is then the pixels above `bottom`, else empty. probs (N, H, W) -> bool masks."""
+    probs = np.asarray(probs)
+    keep = (probs > top).reshape(len(probs), -1).sum(1) >= max(min_area, 1)
+    return (probs > bottom) & keep[:, None, None]
+
+
+def tune_postprocess(
+    probs: np.ndarray, true: np.ndarray, tops: list[float], areas: list[int], bottoms: list[float]
+) -> dict:
+    """Grid-search (top, min_area, bottom) for the best mean per-image Dice (on validation only)."""
+    best = {"score": -1.0}
+    for top, area, bottom in itertools.product(tops, areas, bottoms):
+        if bottom > top:
+            continue
+        score = float(dice_per_image(postprocess(probs, top, area, bottom), true).mean())
+        if score > best["score"]:
+            best = {"score": score, "top": top, "min_area": int(area), "bottom": bottom}
+    return best
+
+
+def segmentation_report(pred: np.ndarray, true: np.ndarray, presence_score: np.ndarray) -> dict:
+    """The evaluation table's row for one set of predicted masks."""
+    positive = _flat(true).any(1)
+    dice = dice_per_image(pred, true)
+    both = positive.any() and (~positive).any()
+    return {
+        "siim_dice": float(dice.mean()),
+        "dice_positive": float(dice[positive].mean()) if positive.any() else float("nan"),
+        "dice_pooled": pooled_dice(pred, true),
+        "iou": float(iou_per_image(pred, true).mean()),
+        "auc": float(roc_auc_score(positive, presence_score)) if both else float("nan"),
+        "images": int(len(true)),
+        "positive_images": int(positive.sum()),
+    }
+
+
+def purity(clusters: np.ndarray, labels: np.ndarray) -> float:
+    """Share of images whose cluster's majority label is their own label."""
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    hits = sum(np.unique(labels[clusters == c], return_counts=True)[1].max() for c in np.unique(clusters))
+    return float(hits / len(labels))
+
+
+def clustering_scores(clusters: np.ndarray, labels: np.ndarray) -> dict:
+    return {
+        "nmi": float(normalized_mutual_info_score(labels, clusters)),
+        "ari": float(adjusted_rand_score(labels, clusters)),
+        "purity": purity(clusters, labels),
+    }

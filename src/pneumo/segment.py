@@ -1,0 +1,138 @@
+"""`train_unet`: U-Net (ResNet34 encoder) fine-tuned on SIIM-ACR from one encoder
+initialisation; keeps the weights of the epoch with the best validation SIIM Dice."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from segmentation_models_pytorch import losses as smp_losses
+from torch import nn
+
+from pneumo import metrics, models, train
+from pneumo.prepare import load_prepared, split_indices
+
+
+class WeightedSum(nn.Module):
+    """Dice + a pixel loss (BCE or focal), each with its weight."""
+
+    def __init__(self, pixel: nn.Module, dice_weight: float, pixel_weight: float):
+        super().__init__()
+        self.dice, self.pixel = smp_losses.DiceLoss("binary", from_logits=True), pixel
+        self.dice_weight, self.pixel_weight = dice_weight, pixel_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.dice_weight * self.dice(logits, target) + self.pixel_weight * self.pixel(logits, target)
+
+
+PIXEL_LOSSES = {
+    "bce": lambda: smp_losses.SoftBCEWithLogitsLoss(),
+    "focal": lambda: smp_losses.FocalLoss("binary"),
+}
+
+
+def predict_probs(
+    model: nn.Module, images: np.ndarray, indices: np.ndarray, device: torch.device, batch_size: int = 32
+) -> np.ndarray:
+    """Sigmoid probabilities (N, H, W) for the given rows of a prepared image array."""
+    data = train.loader(train.Arrays(images, None, indices), batch_size, seed=0)
+    return torch.sigmoid(train.run_model(model, data, device))[:, 0].numpy()
+
+
+def train_unet(
+    *,
+    variant: str,
+    encoder_path: Path,
+    siim_dir: Path,
+    out_path: Path,
+    live_dir: Path,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    pixel_loss: str,
+    dice_weight: float,
+    pixel_weight: float,
+    freeze_encoder_epochs: int,
+    positive_share: float,
+    postprocess_grid: dict,
+    seed: int,
+    device: str = "auto",
+    params: dict | None = None,
+) -> dict:
+    """Train; keep the epoch whose validation SIIM Dice, after tuning post-processing on
+    `postprocess_grid` (evaluate's grid), is best: the selection matches the final metric."""
+    dev = train.device_from(device)
+    images, masks, rows = load_prepared(siim_dir)
+    model = models.build_unet(1)
+    models.load_encoder_into(model.encoder, encoder_path)
+    model.to(dev)
+    criterion = WeightedSum(models.by_name(PIXEL_LOSSES, pixel_loss, "pixel loss")(), dice_weight, pixel_weight)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
+    positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in train_idx])
+    sampler = train.positive_share_sampler(positive, positive_share, seed)
+    train_data = train.loader(train.Arrays(images, masks, train_idx), batch_size, seed=seed, sampler=sampler)
+    generator = torch.Generator().manual_seed(seed)
+
+    def batch_fn(batch):
+        x, y = train.augment(train.to_input(batch[0]).to(dev), batch[1][:, None].float().to(dev), generator)
+        return x, y
+
+    size = images.shape[1]
+    areas = sorted({int(round(f * size * size)) for f in postprocess_grid["min_area_fractions"]})
+    best = {"val_dice": -1.0, "epoch": -1}
+    best_state = copy.deepcopy(model.state_dict())
+    with train.live(live_dir) as live:
+        for epoch in range(epochs):
+            frozen = epoch < freeze_encoder_epochs  # let the random decoder settle before moving a pretrained encoder
+            for p in model.encoder.parameters():
+                p.requires_grad_(not frozen)
+            loss = train.train_one_epoch(model, criterion, optimizer, train_data, batch_fn, dev, epoch)
+            scheduler.step()
+            probs = predict_probs(model, images, val_idx, dev, batch_size)
+            dice = metrics.dice_per_image(probs > 0.5, masks[val_idx])
+            positive = masks[val_idx].reshape(len(val_idx), -1).any(1)
+            tuned = (
+                metrics.tune_postprocess(
+                    probs, masks[val_idx], postprocess_grid["tops"], areas, postprocess_grid["bottoms"]
+                )
+                if len(val_idx)
+                else {"score": float("nan")}
+            )
+            val_dice = tuned["score"]
+            live.log_metric("train/loss", loss)
+            live.log_metric("val/siim_dice", val_dice)
+            live.log_metric("val/siim_dice_at_0.5", float(dice.mean()) if len(val_idx) else float("nan"))
+            live.log_metric(
+                "val/dice_positive_at_0.5", float(dice[positive].mean()) if positive.any() else float("nan")
+            )
+            live.next_step()
+            if val_dice > best["val_dice"] or not len(val_idx):
+                best = {"val_dice": val_dice, "epoch": epoch}
+                best_state = copy.deepcopy(model.state_dict())
+    models.save_checkpoint(
+        out_path,
+        best_state,
+        kind="unet",
+        encoder=models.ENCODER,
+        in_channels=1,
+        image_size=int(images.shape[1]),
+        variant=variant,
+        best_epoch=best["epoch"],
+        best_val_dice=best["val_dice"],
+        params=params or {},
+    )
+    return best
+
+
+def load_unet(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """A U-Net and its metadata from a train_unet checkpoint."""
+    state, meta = models.load_checkpoint(path)
+    if meta.get("kind") != "unet":
+        raise ValueError(f"{path}: not a U-Net checkpoint (kind={meta.get('kind')!r})")
+    model = models.build_unet(meta["in_channels"])
+    model.load_state_dict(state)
+    return model.to(device).eval(), meta

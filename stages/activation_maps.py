@@ -1,0 +1,35 @@
+"""DVC stage `activation_maps@<variant>-<seed>`: Grad-CAM grids of a U-Net variant (and of its
+pretraining head where it has one) on fixed test images, and the share of activation mass
+inside the dilated ground-truth mask on positive test images."""
+
+import argparse
+from pathlib import Path
+
+from pneumo import params
+from pneumo.activation import activation_maps
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--variant", required=True, help="encoder initialisation name")
+parser.add_argument("--model-dir", type=Path, required=True, help="U-Net folder (model + postprocess.json)")
+parser.add_argument("--head", type=Path, required=True, help="pretraining head checkpoint (used if it exists)")
+parser.add_argument("--siim", type=Path, required=True, help="prepared SIIM folder")
+parser.add_argument("--grid", type=Path, required=True, help="PNG grid to write")
+parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
+args = parser.parse_args()
+
+p = params.load()
+params.seed_everything(p["seed"])
+print(
+    activation_maps(
+        model_dir=args.model_dir,
+        head_path=args.head,
+        siim_dir=args.siim,
+        grid_path=args.grid,
+        metrics_path=args.metrics,
+        variant=args.variant,
+        classes=p["prepare_cxr14"]["classes"],
+        seed=p["seed"],
+        device=p["device"],
+        **p["activation_maps"],
+    )
+)

@@ -1,0 +1,34 @@
+"""DVC stage `train_unet@<variant>-<seed>`: fine-tune a U-Net (ResNet34 encoder) on the
+prepared SIIM data from one encoder initialisation; keeps the best validation epoch."""
+
+import argparse
+from pathlib import Path
+
+from pneumo import params
+from pneumo.segment import train_unet
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--variant", required=True, help="encoder initialisation name")
+parser.add_argument("--seed", type=int, required=True, help="training seed (one of train_unet.seeds)")
+parser.add_argument("--encoder", type=Path, required=True, help="encoder checkpoint to start from")
+parser.add_argument("--siim", type=Path, required=True, help="prepared SIIM folder")
+parser.add_argument("--out", type=Path, required=True, help="U-Net checkpoint to write")
+parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
+args = parser.parse_args()
+
+p = params.load()
+stage = {k: v for k, v in p["train_unet"].items() if k not in ("variants", "seeds")}
+params.seed_everything(args.seed)
+best = train_unet(
+    variant=args.variant,
+    encoder_path=args.encoder,
+    siim_dir=args.siim,
+    out_path=args.out,
+    live_dir=args.live,
+    postprocess_grid={k: p["evaluate"][k] for k in ("tops", "min_area_fractions", "bottoms")},
+    seed=args.seed,
+    device=p["device"],
+    params={**stage, "seed": args.seed},
+    **stage,
+)
+print(f"best validation SIIM Dice {best['val_dice']:.4f} at epoch {best['epoch']}")

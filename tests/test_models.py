@@ -1,0 +1,92 @@
+"""Model registries, encoder compatibility with smp's U-Net, and safe checkpoints."""
+
+import cv2
+import numpy as np
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+
+from pneumo import models, synth, train
+
+
+@pytest.mark.parametrize("arch", ["conv", "resnet34"])
+def test_autoencoders_build_and_reconstruct_shape(arch):
+    model = models.build_autoencoder(arch, in_channels=1, depth=3, width=8, latent=16)
+    x = torch.randn(2, 1, 64, 64)
+    assert model(x).shape == x.shape and model.encode(x).shape == (2, 16)
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown autoencoder arch 'vae'; valid: \['conv', 'resnet34'\]"):
+        models.build_autoencoder("vae")
+
+
+def test_resnet34_autoencoder_encoder_loads_into_smp_unet(tmp_path):
+    ae = models.build_autoencoder("resnet34", in_channels=1, latent=8)
+    path = tmp_path / "enc.safetensors"
+    models.save_checkpoint(path, ae.encoder, kind="encoder", encoder="resnet34", in_channels=1)
+    unet = smp.Unet("resnet34", encoder_weights=None, in_channels=1)
+    result = unet.encoder.load_state_dict(models.load_checkpoint(path)[0], strict=True)
+    assert result is None or (not result.missing_keys and not result.unexpected_keys)
+    models.load_encoder_into(unet.encoder, path)
+    assert torch.equal(unet.encoder.conv1.weight, ae.encoder.conv1.weight)
+
+
+def test_conv_autoencoder_encoder_is_refused_by_the_unet(tmp_path):
+    ae = models.build_autoencoder("conv", depth=2, width=4, latent=4)
+    path = tmp_path / "enc.safetensors"
+    models.save_checkpoint(path, ae.encoder, kind="encoder", encoder="autoencoder-conv")
+    with pytest.raises(ValueError, match="autoencoder-conv"):
+        models.load_encoder_into(models.build_unet(1).encoder, path)
+
+
+def test_checkpoint_metadata_round_trip(tmp_path):
+    model = models.Classifier(3)
+    path = tmp_path / "c.safetensors"
+    models.save_checkpoint(path, model, kind="classifier", params={"lr": 0.001, "classes": ["a", "b"]})
+    state, meta = models.load_checkpoint(path)
+    assert meta == {"kind": "classifier", "params": {"lr": 0.001, "classes": ["a", "b"]}}
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+class Payload:
+    """Stands for arbitrary code hidden in a pickled checkpoint."""
+
+
+def test_pickled_object_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"weights": torch.zeros(1), "payload": Payload()}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        models.load_checkpoint(path)
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.ones(2)}, plain)
+    assert torch.equal(models.load_checkpoint(plain)[0]["w"], torch.ones(2))
+
+
+def test_autoencoder_loss_falls_on_a_small_batch():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    batch = np.stack(
+        [cv2.resize(synth.phantom(rng, 128, set(), [])[0], (32, 32), interpolation=cv2.INTER_AREA) for _ in range(8)]
+    )
+    model = models.build_autoencoder("conv", depth=2, width=8, latent=8)
+    x = train.to_input(torch.from_numpy(batch))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.mse_loss(model(x), x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_augment_moves_image_and_mask_together():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(4, 1, 32, 32)
+    x[:, :, 4:12, 4:12] = 3.0
+    mask = (x > 0).float()
+    xa, ma = train.augment(x, mask, g, contrast=0.0)
+    assert ma.shape == mask.shape and set(ma.unique().tolist()) <= {0.0, 1.0}
+    assert ((xa > 1.5) == (ma > 0.5)).float().mean() > 0.97  # same warp for both

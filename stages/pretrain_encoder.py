@@ -15,6 +15,7 @@ parser.add_argument("--targets", type=Path, required=True, help="CSV with the ta
 parser.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write")
 parser.add_argument("--head", type=Path, required=True, help="classification head checkpoint to write")
 parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
+parser.add_argument("--checkpoint", type=Path, required=True, help="epoch checkpoint to resume from / write")
 args = parser.parse_args()
 
 p = params.load()
@@ -27,8 +28,10 @@ pretrain_encoder(
     out_path=args.out,
     head_path=args.head,
     live_dir=args.live,
+    checkpoint_path=args.checkpoint,
     classes=p["prepare_cxr14"]["classes"],
     seed=p["seed"],
+    resume=p["resume"],
     device=p["device"],
     params=stage,
     **stage,

@@ -13,6 +13,7 @@ parser.add_argument("--images", type=Path, required=True, help="prepared CXR-14 
 parser.add_argument("--model", type=Path, required=True, help="autoencoder checkpoint to write")
 parser.add_argument("--encoder", type=Path, required=True, help="its encoder's checkpoint to write")
 parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
+parser.add_argument("--checkpoint", type=Path, required=True, help="epoch checkpoint to resume from / write")
 parser.add_argument("--reconstructions", type=Path, required=True, help="PNG grid: inputs over reconstructions")
 args = parser.parse_args()
 
@@ -24,8 +25,10 @@ train_autoencoder(
     model_path=args.model,
     encoder_path=args.encoder,
     live_dir=args.live,
+    checkpoint_path=args.checkpoint,
     reconstructions=args.reconstructions,
     seed=p["seed"],
+    resume=p["resume"],
     device=p["device"],
     params=stage,
     **stage,

@@ -14,6 +14,7 @@ parser.add_argument("--encoder", type=Path, required=True, help="encoder checkpo
 parser.add_argument("--siim", type=Path, required=True, help="prepared SIIM folder")
 parser.add_argument("--out", type=Path, required=True, help="U-Net checkpoint to write")
 parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
+parser.add_argument("--checkpoint", type=Path, required=True, help="epoch checkpoint to resume from / write")
 args = parser.parse_args()
 
 p = params.load()
@@ -25,8 +26,10 @@ best = train_unet(
     siim_dir=args.siim,
     out_path=args.out,
     live_dir=args.live,
+    checkpoint_path=args.checkpoint,
     postprocess_grid={k: p["evaluate"][k] for k in ("tops", "min_area_fractions", "bottoms")},
     seed=args.seed,
+    resume=p["resume"],
     device=p["device"],
     params={**stage, "seed": args.seed},
     **stage,

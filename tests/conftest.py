@@ -5,6 +5,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+
+from pneumo import models, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
@@ -30,3 +33,23 @@ def all_train_rle(realdata, tmp_path_factory) -> Path:
     with gzip.open(realdata / "siim" / "all-train-rle.csv.gz", "rb") as f, open(out, "wb") as g:
         shutil.copyfileobj(f, g)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_siim(realdata, tmp_path_factory) -> Path:
+    """The real SIIM samples prepared at 32 px (siim/) and a seeded random ResNet34 encoder
+    (encoder.safetensors): the inputs of a tiny real U-Net training."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    prepare.prepare_siim(
+        root=realdata / "siim",
+        rle_csv="train-rle.csv",
+        out_dir=tmp / "siim",
+        image_size=32,
+        split={"train": 0.6, "val": 0.2, "test": 0.2},
+        seed=0,
+        strict=True,
+        workers=1,
+    )
+    torch.manual_seed(0)
+    models.save_checkpoint(tmp / "encoder.safetensors", models.build_encoder(1), kind="encoder", encoder="resnet34")
+    return tmp

@@ -71,7 +71,9 @@ def test_uncompressed_and_16bit_monochrome1(tmp_path):
     assert (np.diff(out.ravel().astype(int)) <= 0).all()
 
 
-@pytest.mark.parametrize("kind", ["zero-byte", "not-dicom", "truncated", "no-pixels", "rgb", "jpeg-truncated"])
+@pytest.mark.parametrize(
+    "kind", ["zero-byte", "not-dicom", "truncated", "no-pixels", "rgb", "jpeg-truncated", "jpeg-corrupted"]
+)
 def test_bad_files_raise_one_line_error_naming_the_file(tmp_path, real_dicoms, kind):
     path = tmp_path / f"{kind}.dcm"
     raw = real_dicoms[0].read_bytes()
@@ -89,6 +91,11 @@ def test_bad_files_raise_one_line_error_naming_the_file(tmp_path, real_dicoms, k
         path = _uncompressed(tmp_path, np.zeros((4, 4, 3), np.uint8), "RGB", name="rgb.dcm", samples=3)
     elif kind == "jpeg-truncated":
         path.write_bytes(raw[: len(raw) // 2])
+    elif kind == "jpeg-corrupted":  # garbage mid-stream: cv2 and Pillow would decode it with a warning only
+        damaged = bytearray(raw)
+        middle = len(raw) // 2
+        damaged[middle : middle + 64] = bytes((0xFF if i % 7 == 0 else 0x5A) for i in range(64))
+        path.write_bytes(bytes(damaged))
     with pytest.raises(dicom.DicomError) as err:
         dicom.read_image(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)

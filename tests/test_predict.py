@@ -17,27 +17,18 @@ PNEUMO = [sys.executable, "-m", "pneumo.cli"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(realdata, tmp_path_factory) -> Path:
+def model_dir(tiny_siim) -> Path:
     """A U-Net trained for one epoch on the real samples at 32 px, with thresholds that make
     about half of the images positive (so both kinds of rows are exercised)."""
-    tmp = tmp_path_factory.mktemp("model")
-    prepare.prepare_siim(
-        root=realdata / "siim",
-        rle_csv="train-rle.csv",
-        out_dir=tmp / "siim",
-        image_size=32,
-        split={"train": 0.6, "val": 0.2, "test": 0.2},
-        seed=0,
-        strict=True,
-        workers=1,
-    )
+    tmp = tiny_siim
     torch.manual_seed(0)
     segment.train_unet(
         variant="test",
-        encoder_path=_random_encoder(tmp),
+        encoder_path=tmp / "encoder.safetensors",
         siim_dir=tmp / "siim",
         out_path=tmp / "model" / "model.safetensors",
         live_dir=tmp / "live",
+        checkpoint_path=tmp / "checkpoint.pt",
         epochs=1,
         batch_size=4,
         lr=1e-3,
@@ -62,14 +53,6 @@ def model_dir(realdata, tmp_path_factory) -> Path:
         json.dumps({"top": top, "min_area": 1, "bottom": top, "image_size": 32})
     )
     return tmp / "model"
-
-
-def _random_encoder(tmp: Path) -> Path:
-    from pneumo import models
-
-    path = tmp / "encoder.safetensors"
-    models.save_checkpoint(path, models.build_encoder(1), kind="encoder", encoder="resnet34")
-    return path
 
 
 def test_predict_writes_one_row_per_image_at_original_size(realdata, real_dicoms, model_dir, tmp_path):

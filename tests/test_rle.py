@@ -66,6 +66,10 @@ def test_decode_rejects(text, message):
         rle.decode(text, 3, 4)
 
 
+def test_duplicate_identical_rows_change_nothing():
+    assert np.array_equal(rle.render(["1 2", "1 2"], 3, 4), rle.decode("1 2", 3, 4))
+
+
 def test_render_ors_overlapping_rows():
     mask = rle.render(["0 3", "1 3", "-1"], 3, 4)
     assert mask.dtype == bool and np.array_equal(mask, mask_from_flat([0, 1, 2, 3], 3, 4))

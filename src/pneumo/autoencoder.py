@@ -21,6 +21,7 @@ def train_autoencoder(
     model_path: Path,
     encoder_path: Path,
     live_dir: Path,
+    checkpoint_path: Path,
     reconstructions: Path,
     arch: str,
     depth: int,
@@ -31,6 +32,7 @@ def train_autoencoder(
     batch_size: int,
     lr: float,
     seed: int,
+    resume: bool = True,
     device: str = "auto",
     params: dict | None = None,
 ) -> dict:
@@ -49,19 +51,26 @@ def train_autoencoder(
         x = train.to_input(batch[0]).to(dev)
         return x, x
 
-    with train.live(live_dir) as live:
-        for epoch in range(epochs):
+    checkpoint = train.Checkpoint(
+        checkpoint_path,
+        {**(params or {}), "seed": seed, "inputs": train.fingerprint(images_dir)},
+        resume,
+        model=model,
+        optimizer=optimizer,
+        loader=train_data.generator,
+    )
+    start, saved = checkpoint.restore()
+    train_loss, val_loss = saved.get("train_loss", float("nan")), saved.get("val_loss", float("nan"))
+    with train.live(live_dir, resume=start > 0) as live:
+        for epoch in range(start, epochs):
             train_loss = train.train_one_epoch(model, criterion, optimizer, train_data, batch_fn, dev, epoch)
-            val_loss = (
-                float(
-                    criterion(train.run_model(model, val_data, dev), train.to_input(torch.from_numpy(images[val_idx])))
-                )
-                if len(val_idx)
-                else float("nan")
-            )
+            if len(val_idx):
+                truth = train.to_input(torch.from_numpy(images[val_idx]))
+                val_loss = float(criterion(train.run_model(model, val_data, dev), truth))
             live.log_metric("train/loss", train_loss)
             live.log_metric("val/loss", val_loss)
             live.next_step()
+            checkpoint.save(epoch, train_loss=train_loss, val_loss=val_loss)
     meta = {"kind": "autoencoder", "arch": arch, "model_args": model_args, "params": params or {}}
     models.save_checkpoint(model_path, model, **meta)
     encoder_name = models.ENCODER if arch == "resnet34" else f"autoencoder-{arch}"

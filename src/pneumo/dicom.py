@@ -43,10 +43,26 @@ def _to_uint8(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+def _check_jpeg_stream(frame: bytes, path: Path) -> None:
+    """Refuse a truncated frame, or one whose entropy-coded scan holds a byte sequence no
+    encoder writes (0xFF must be followed by 0x00 or a restart marker): libjpeg (cv2 and
+    Pillow alike) only warns on those and returns a silently damaged image."""
+    end = len(frame.rstrip(b"\x00")) - 2
+    if frame[end : end + 2] != b"\xff\xd9":
+        raise DicomError(f"{path}: JPEG frame is truncated (no end-of-image marker)")
+    sos = frame.find(b"\xff\xda")
+    if sos < 0:
+        raise DicomError(f"{path}: JPEG frame has no start-of-scan marker")
+    scan = np.frombuffer(frame, np.uint8)[sos + 2 + int.from_bytes(frame[sos + 2 : sos + 4], "big") : end]
+    after_ff = scan[1:][scan[:-1] == 0xFF]
+    bad = np.flatnonzero((after_ff != 0) & ((after_ff < 0xD0) | (after_ff > 0xD7)))
+    if bad.size or (scan.size and scan[-1] == 0xFF):
+        raise DicomError(f"{path}: JPEG frame is corrupted ({bad.size} invalid marker(s) inside the compressed scan)")
+
+
 def _decode_jpeg_baseline(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-    if not frame.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise DicomError(f"{path}: JPEG frame is truncated (no end-of-image marker)")
+    _check_jpeg_stream(frame, path)
     pixels = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.shape != (ds.Rows, ds.Columns):
         raise DicomError(f"{path}: JPEG frame does not decode to {ds.Rows}x{ds.Columns} grayscale")

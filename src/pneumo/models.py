@@ -42,13 +42,18 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x)[-1].mean(dim=(2, 3)))
 
 
-def _up_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Upsample(scale_factor=2, mode="nearest"),
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+def _decoder(latent: int, chans: list[int], out_channels: int) -> nn.Sequential:
+    """Upsample x2 per level from the bottleneck, widest level first, to the input size."""
+    blocks, c_prev = [], latent
+    for c in reversed(chans):
+        blocks += [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c_prev, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        ]
+        c_prev = c
+    return nn.Sequential(*blocks, nn.Conv2d(c_prev, out_channels, 3, padding=1))
 
 
 class ConvAutoencoder(nn.Module):
@@ -67,11 +72,7 @@ class ConvAutoencoder(nn.Module):
             c_prev = c
         self.encoder = nn.Sequential(*layers)
         self.to_latent = nn.Conv2d(c_prev, latent, 1)
-        ups, c_prev = [], latent
-        for c in reversed(chans):
-            ups.append(_up_block(c_prev, c))
-            c_prev = c
-        self.decoder = nn.Sequential(*ups, nn.Conv2d(c_prev, in_channels, 3, padding=1))
+        self.decoder = _decoder(latent, chans, in_channels)
 
     def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.encoder(x))
@@ -92,12 +93,7 @@ class ResNetAutoencoder(ConvAutoencoder):
         nn.Module.__init__(self)
         self.encoder = build_encoder(in_channels)
         self.to_latent = nn.Conv2d(self.encoder.out_channels[-1], latent, 1)
-        chans = [width * 2**i for i in range(5)]  # resnet34 downsamples 5 times
-        ups, c_prev = [], latent
-        for c in reversed(chans):
-            ups.append(_up_block(c_prev, c))
-            c_prev = c
-        self.decoder = nn.Sequential(*ups, nn.Conv2d(c_prev, in_channels, 3, padding=1))
+        self.decoder = _decoder(latent, [width * 2**i for i in range(5)], in_channels)  # resnet34 halves 5 times
 
     def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.encoder(x)[-1])

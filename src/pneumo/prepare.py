@@ -39,8 +39,15 @@ def resize(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a 0/1 mask: area-average, then keep pixels at least half covered."""
-    return (resize(mask.astype(np.uint8) * 255, size) >= 128).astype(np.uint8)
+    """Resize a 0/1 mask to size x size: area-average, then keep pixels at least half covered."""
+    if not mask.any():
+        return np.zeros((size, size), np.uint8)
+    # masks from rle.render are transposed views of column-major buffers; area resizing to a
+    # square commutes with transposition, so resize the contiguous buffer instead of copying
+    transposed = not mask.flags.c_contiguous and mask.T.flags.c_contiguous
+    source = mask.T if transposed else mask
+    small = (resize(source.view(np.uint8) * np.uint8(255), size) >= 128).astype(np.uint8)
+    return small.T.copy() if transposed else small
 
 
 def patient_split(patients: list[str], fractions: dict[str, float], seed: int) -> dict[str, str]:

@@ -39,44 +39,64 @@ def pretrain_encoder(
     out_path: Path,
     head_path: Path,
     live_dir: Path,
+    checkpoint_path: Path,
     classes: list[str],
     targets_csv: Path,
     epochs: int,
     batch_size: int,
     lr: float,
     seed: int,
+    resume: bool = True,
     device: str = "auto",
     params: dict | None = None,
 ) -> dict:
     models.by_name({t: t for t in TARGETS}, target, "pretraining target")
     dev = train.device_from(device)
     meta = {"kind": "encoder", "encoder": models.ENCODER, "in_channels": 1, "source": target, "params": params or {}}
-    summary: dict = {}
-    with train.live(live_dir) as live:
-        if target == "none":
-            model = models.Classifier(len(classes))
-            models.save_checkpoint(out_path, model.encoder, **meta)
-            models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=False)
+    fingerprint = {
+        **(params or {}),
+        "seed": seed,
+        "target": target,
+        "inputs": train.fingerprint(images_dir, targets_csv),
+    }
+    if target == "none":  # no training: the seeded random initialisation
+        model = models.Classifier(len(classes))
+        models.save_checkpoint(out_path, model.encoder, **meta)
+        models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=False)
+        train.Checkpoint(checkpoint_path, fingerprint, resume).save(-1)
+        with train.live(live_dir) as live:
             live.log_metric("epochs", 0)
             live.next_step()
-            return summary
-        images, _, rows = load_prepared(images_dir)
-        targets = _targets(target, rows, classes, targets_csv)
-        n_out = targets.shape[1] if target == "labels" else int(targets.max()) + 1
-        model = models.Classifier(n_out).to(dev)
-        criterion = nn.BCEWithLogitsLoss() if target == "labels" else nn.CrossEntropyLoss()
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
-        train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
-        train_data = train.loader(train.Arrays(images, targets, train_idx), batch_size, seed=seed, shuffle=True)
-        val_data = train.loader(train.Arrays(images, targets, val_idx), batch_size, seed=seed)
-        generator = torch.Generator().manual_seed(seed)
+        return {}
+    images, _, rows = load_prepared(images_dir)
+    targets = _targets(target, rows, classes, targets_csv)
+    n_out = targets.shape[1] if target == "labels" else int(targets.max()) + 1
+    model = models.Classifier(n_out).to(dev)
+    criterion = nn.BCEWithLogitsLoss() if target == "labels" else nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
+    train_data = train.loader(train.Arrays(images, targets, train_idx), batch_size, seed=seed, shuffle=True)
+    val_data = train.loader(train.Arrays(images, targets, val_idx), batch_size, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
 
-        def batch_fn(batch):
-            x, _ = train.augment(train.to_input(batch[0]).to(dev), None, generator)
-            return x, batch[1].to(dev)
+    def batch_fn(batch):
+        x, _ = train.augment(train.to_input(batch[0]).to(dev), None, generator)
+        return x, batch[1].to(dev)
 
-        for epoch in range(epochs):
+    checkpoint = train.Checkpoint(
+        checkpoint_path,
+        fingerprint,
+        resume,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loader=train_data.generator,
+        augment=generator,
+    )
+    start, summary = checkpoint.restore()
+    with train.live(live_dir, resume=start > 0) as live:
+        for epoch in range(start, epochs):
             summary["train_loss"] = train.train_one_epoch(model, criterion, optimizer, train_data, batch_fn, dev, epoch)
             scheduler.step()
             live.log_metric("train/loss", summary["train_loss"])
@@ -93,6 +113,7 @@ def pretrain_encoder(
                     summary["val_accuracy"] = float((logits.argmax(1) == truth).float().mean())
                     live.log_metric("val/accuracy", summary["val_accuracy"])
             live.next_step()
+            checkpoint.save(epoch, **summary)
     models.save_checkpoint(out_path, model.encoder, **meta)
     # the head is kept apart (Grad-CAM of the pretraining target); the U-Net loads only the encoder
     models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=True)

@@ -53,14 +53,7 @@ def runs(rle: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def decode(rle: str, height: int, width: int) -> np.ndarray:
     """Decode one SIIM EncodedPixels string into a bool mask of shape (height, width)."""
-    starts, ends = runs(rle, height, width)
-    lengths = ends - starts
-    # Index of every masked pixel, built run by run without a Python loop: within a run
-    # the index grows by 1; each run begins at its start.
-    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    flat = np.zeros(height * width, dtype=bool)
-    flat[np.arange(offsets.size) + offsets] = True
-    return flat.reshape(width, height).T
+    return render([rle], height, width)
 
 
 def encode(mask: np.ndarray) -> str:
@@ -118,8 +111,14 @@ def read_csv(path: str | Path) -> RLETable:
 
 
 def render(rles: list[str], height: int, width: int) -> np.ndarray:
-    """OR together the regions of one image (several rows = several regions, never summed)."""
-    mask = np.zeros((height, width), dtype=bool)
-    for rle in rles:
-        mask |= decode(rle, height, width)
-    return mask
+    """OR together the regions of one image (several rows = several regions, never summed).
+
+    Returns a (height, width) view of a column-major buffer: no transpose is copied."""
+    flat = np.zeros(height * width, dtype=bool)
+    for text in rles:
+        starts, ends = runs(text, height, width)
+        lengths = ends - starts
+        # index of every masked pixel without a Python loop: +1 within a run, a jump at each start
+        offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        flat[np.arange(offsets.size) + offsets] = True
+    return flat.reshape(width, height).T

@@ -48,6 +48,7 @@ def train_unet(
     siim_dir: Path,
     out_path: Path,
     live_dir: Path,
+    checkpoint_path: Path,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -58,6 +59,7 @@ def train_unet(
     positive_share: float,
     postprocess_grid: dict,
     seed: int,
+    resume: bool = True,
     device: str = "auto",
     params: dict | None = None,
 ) -> dict:
@@ -83,10 +85,22 @@ def train_unet(
 
     size = images.shape[1]
     areas = sorted({int(round(f * size * size)) for f in postprocess_grid["min_area_fractions"]})
-    best = {"val_dice": -1.0, "epoch": -1}
-    best_state = copy.deepcopy(model.state_dict())
-    with train.live(live_dir) as live:
-        for epoch in range(epochs):
+    checkpoint = train.Checkpoint(
+        checkpoint_path,
+        {**(params or {}), "variant": variant, "inputs": train.fingerprint(encoder_path, siim_dir)},
+        resume,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler.generator,
+        loader=train_data.generator,
+        augment=generator,
+    )
+    start, saved = checkpoint.restore()
+    best = saved.get("best", {"val_dice": -1.0, "epoch": -1})
+    best_state = saved.get("best_state", copy.deepcopy(model.state_dict()))
+    with train.live(live_dir, resume=start > 0) as live:
+        for epoch in range(start, epochs):
             frozen = epoch < freeze_encoder_epochs  # let the random decoder settle before moving a pretrained encoder
             for p in model.encoder.parameters():
                 p.requires_grad_(not frozen)
@@ -95,14 +109,8 @@ def train_unet(
             probs = predict_probs(model, images, val_idx, dev, batch_size)
             dice = metrics.dice_per_image(probs > 0.5, masks[val_idx])
             positive = masks[val_idx].reshape(len(val_idx), -1).any(1)
-            tuned = (
-                metrics.tune_postprocess(
-                    probs, masks[val_idx], postprocess_grid["tops"], areas, postprocess_grid["bottoms"]
-                )
-                if len(val_idx)
-                else {"score": float("nan")}
-            )
-            val_dice = tuned["score"]
+            grid = (postprocess_grid["tops"], areas, postprocess_grid["bottoms"])
+            val_dice = metrics.tune_postprocess(probs, masks[val_idx], *grid)["score"] if len(val_idx) else float("nan")
             live.log_metric("train/loss", loss)
             live.log_metric("val/siim_dice", val_dice)
             live.log_metric("val/siim_dice_at_0.5", float(dice.mean()) if len(val_idx) else float("nan"))
@@ -113,6 +121,7 @@ def train_unet(
             if val_dice > best["val_dice"] or not len(val_idx):
                 best = {"val_dice": val_dice, "epoch": epoch}
                 best_state = copy.deepcopy(model.state_dict())
+            checkpoint.save(epoch, best=best, best_state=best_state)
     models.save_checkpoint(
         out_path,
         best_state,

@@ -1,0 +1,97 @@
+"""Resumable training: a run killed with SIGKILL resumes from its last epoch checkpoint and
+ends with the same weights as an uninterrupted run (CPU, fixed seed)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pneumo import models, train
+
+EPOCHS = 12
+RUN = """
+import json, sys
+from pathlib import Path
+import torch
+from pneumo import segment
+kwargs = json.loads(sys.argv[1])
+torch.manual_seed(0)
+segment.train_unet(**{k: Path(v) if k.endswith(("_path", "_dir")) else v for k, v in kwargs.items()})
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_siim):
+    return tiny_siim
+
+
+def kwargs(tmp: Path, run: str) -> dict:
+    return dict(
+        variant="none",
+        encoder_path=str(tmp / "encoder.safetensors"),
+        siim_dir=str(tmp / "siim"),
+        out_path=str(tmp / run / "model.safetensors"),
+        live_dir=str(tmp / run / "live"),
+        checkpoint_path=str(tmp / run / "checkpoint.pt"),
+        epochs=EPOCHS,
+        batch_size=4,
+        lr=1e-3,
+        pixel_loss="bce",
+        dice_weight=1.0,
+        pixel_weight=1.0,
+        freeze_encoder_epochs=1,
+        positive_share=0.5,
+        postprocess_grid={"tops": [0.5], "min_area_fractions": [0.0], "bottoms": [0.5]},
+        seed=0,
+        device="cpu",
+        params={"epochs": EPOCHS},
+    )
+
+
+def start(args: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def saved_epoch(path: Path) -> int:
+    try:
+        return torch.load(path, weights_only=True)["epoch"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return -1
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(setup):
+    assert start(kwargs(setup, "whole")).wait() == 0
+    killed = kwargs(setup, "killed")
+    proc = start(killed)
+    deadline = time.time() + 120
+    while saved_epoch(Path(killed["checkpoint_path"])) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lost_at = saved_epoch(Path(killed["checkpoint_path"]))
+    assert 2 <= lost_at < EPOCHS - 1, "the run was not interrupted mid-training"
+    resumed = start(killed)
+    out, _ = resumed.communicate()
+    assert resumed.returncode == 0, out
+    assert f"resuming after epoch {lost_at}" in out
+    whole, _ = models.load_checkpoint(setup / "whole" / "model.safetensors")
+    again, meta = models.load_checkpoint(setup / "killed" / "model.safetensors")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+    # the dvclive history is continued, not restarted: one row per epoch
+    rows = (setup / "killed" / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert len(rows) == EPOCHS + 1
+
+
+def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).save(3, note="x")
+    assert train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).restore() == (4, {"note": "x"})
+    assert train.Checkpoint(tmp_path / "c.pt", {"lr": 2}, True, model=model).restore() == (0, {})
+    assert train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, False, model=model).restore() == (0, {})

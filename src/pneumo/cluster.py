@@ -99,12 +99,13 @@ def cluster_latents(
         "images": len(rows),
         "single_label_images": int(single.sum()),
         "k": k,
-        "histogram": histogram,
     }
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(report, indent=1) + "\n")
     _plots(features, clusters, truth, classes, k, plots_dir, seed)
-    return report
+    # the per-cluster label histogram: beside the metrics, not in them (k x classes numbers)
+    (plots_dir / "histogram.json").write_text(json.dumps(histogram, indent=1) + "\n")
+    return {**report, "histogram": histogram}
 
 
 def _plots(features, clusters, truth, classes, k, plots_dir: Path, seed: int) -> None:

@@ -20,7 +20,7 @@ args = parser.parse_args()
 
 p = params.load()
 stage = p["pretrain_encoder"]
-params.seed_everything(p["seed"])
+params.seed_everything(p["seed"], p["deterministic"])
 pretrain_encoder(
     target=args.target,
     images_dir=args.images,

@@ -19,7 +19,7 @@ args = parser.parse_args()
 
 p = params.load()
 stage = p["train_autoencoder"]
-params.seed_everything(p["seed"])
+params.seed_everything(p["seed"], p["deterministic"])
 train_autoencoder(
     images_dir=args.images,
     model_path=args.model,

@@ -19,7 +19,7 @@ args = parser.parse_args()
 
 p = params.load()
 stage = {k: v for k, v in p["train_unet"].items() if k not in ("variants", "seeds")}
-params.seed_everything(args.seed)
+params.seed_everything(args.seed, p["deterministic"])
 best = train_unet(
     variant=args.variant,
     encoder_path=args.encoder,

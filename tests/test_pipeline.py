@@ -75,6 +75,8 @@ def test_default_pipeline_end_to_end(repo):
         "train_unet@autoencoder-0",
         "evaluate@none-0",
         "report",
+        "predict_test",
+        "activation_maps@pseudo_labels-0",
     ):
         assert f"Running stage '{stage}'" in out
     table = (repo / "metrics" / "ablation.md").read_text()
@@ -106,16 +108,19 @@ def test_the_pipeline_namespace_has_no_network(repo):
 
 
 def test_rerun_from_scratch_gives_bit_identical_metrics(repo):
-    before = {p: p.read_bytes() for p in (repo / "metrics").rglob("*.json") if "labels" in str(p)}
+    before = {
+        p: p.read_bytes() for p in (repo / "metrics").rglob("*.json") if "labels" in str(p) or "autoencoder" in str(p)
+    }
     set_params(repo, {})  # same values, rewritten file
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["resume"] = False  # no checkpoint reuse: train again from the start
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run(["dvc", "repro", "evaluate@labels-0"], repo)
-    assert "Running stage 'train_unet@labels-0'" in out and "Running stage 'pretrain_encoder@labels'" in out
+    out = run(["dvc", "repro", "evaluate@labels-0", "cluster_latents"], repo)
+    for stage in ("train_autoencoder", "cluster_latents", "pretrain_encoder@labels", "train_unet@labels-0"):
+        assert f"Running stage '{stage}'" in out
     after = {p: p.read_bytes() for p in before}
     changed = [str(p.relative_to(repo)) for p in before if before[p] != after[p]]
-    assert len(before) >= 4 and not changed
+    assert len(before) >= 6 and not changed
 
 
 def test_same_pipeline_on_the_real_samples(repo):

@@ -3,8 +3,14 @@ comes out, every bad one is reported by name."""
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
+import cv2
 import numpy as np
+import pydicom
 import pytest
 
 from pneumo import prepare, rle
@@ -56,7 +62,14 @@ def _bad_siim_root(realdata, tmp_path):
     (bad_dir / "zero.dcm").write_bytes(b"")
     (bad_dir / "text.dcm").write_text("not a dicom")
     first = sorted((realdata / "siim" / "dicom-images-train").rglob("*.dcm"))[0]
-    (bad_dir / "truncated.dcm").write_bytes(first.read_bytes()[:5000])
+    raw = first.read_bytes()
+    (bad_dir / "truncated.dcm").write_bytes(raw[:5000])
+    damaged = bytearray(raw)  # garbage mid-stream in the JPEG scan
+    damaged[len(raw) // 2 : len(raw) // 2 + 64] = bytes((0xFF if i % 7 == 0 else 0x5A) for i in range(64))
+    (bad_dir / "jpeg-corrupted.dcm").write_bytes(bytes(damaged))
+    no_pixels = pydicom.dcmread(first)
+    del no_pixels.PixelData
+    no_pixels.save_as(bad_dir / "no-pixels.dcm")
     csv_text = (realdata / "siim" / "train-rle.csv").read_text()
     csv_text += "no-such-image,-1\n1.2.276.0.7230010.3.1.4.8323329.300.1517875162.258081,1 2 3\n"
     (root / "train-rle.csv").write_text(
@@ -72,10 +85,12 @@ def test_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
         root=root, rle_csv="train-rle.csv", out_dir=out, image_size=32, split=SPLIT, seed=0, strict=False, workers=2
     )
     report = json.loads((out / "report.json").read_text())
-    # 10 real files: one lost its only CSV row, one has a malformed extra row; 3 broken files
+    # 10 real files: one lost its only CSV row, one has a malformed extra row; 5 broken files
     assert counts["images"] == 8 and np.load(out / "images.npy").shape == (8, 32, 32)
     errors = "\n".join(report["errors"])
     for needle in (
+        "jpeg-corrupted.dcm: JPEG frame is corrupted",
+        "no-pixels.dcm: DICOM has no PixelData",
         "zero.dcm",
         "text.dcm",
         "truncated.dcm",
@@ -85,7 +100,7 @@ def test_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
         "258081.dcm: skipped",
     ):
         assert needle in errors, needle
-    assert report["skipped"] == len(report["errors"]) == 7
+    assert report["skipped"] == len(report["errors"]) == 9
 
 
 def test_strict_mode_fails_naming_every_bad_input(realdata, tmp_path):
@@ -132,3 +147,59 @@ def test_prepare_cxr14_with_leakage_exclusion(realdata, tmp_path):
     assert lines[0] == "image_id,patient_id,split,No Finding,Pneumothorax"
     assert sum(int(line.split(",")[-1]) for line in lines[1:]) == 10
     assert not any(line.startswith("00000100_") for line in lines)
+
+
+def test_cxr14_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
+    root = tmp_path / "cxr14"
+    shutil.copytree(realdata / "cxr14" / "images", root / "images")
+    good = sorted((root / "images").glob("*.png"))
+    good[0].write_bytes(good[0].read_bytes()[:2000])  # truncated PNG
+    cv2.imwrite(str(good[1]), np.full((64, 64), 40000, np.uint16))  # 16-bit PNG: converted, kept
+    cv2.imwrite(str(root / "images" / "99999999_000.png"), np.zeros((8, 8), np.uint8))  # no label row
+    rows = (realdata / "cxr14" / "Data_Entry_2017.csv").read_text().splitlines()
+    rows[3] = rows[3].replace(rows[3].split(",")[1], "Dragon", 1)  # unknown label
+    (root / "Data_Entry_2017.csv").write_text("\r\n".join(rows) + "\r\n", encoding="utf-8-sig")  # BOM + CRLF
+    out = tmp_path / "out"
+    counts = prepare.prepare_cxr14(
+        root=root,
+        labels_csv="Data_Entry_2017.csv",
+        out_dir=out,
+        image_size=32,
+        classes=["No Finding", "Pneumothorax"],
+        max_images=0,
+        split={"train": 1.0},
+        seed=0,
+        strict=False,
+        workers=2,
+        exclude_patients=set(),
+    )
+    errors = "\n".join(json.loads((out / "report.json").read_text())["errors"])
+    assert counts["images"] == 38 and counts["skipped"] == 3
+    assert good[0].name in errors and "unreadable or truncated PNG" in errors
+    assert "99999999_000.png: no row" in errors and "unknown label(s) ['Dragon']" in errors
+    assert np.load(out / "images.npy").shape == (38, 32, 32)
+
+
+def test_killed_prepare_leaves_no_output(realdata, tmp_path):
+    root = tmp_path / "siim"
+    lines = ["ImageId, EncodedPixels"]
+    table = (realdata / "siim" / "train-rle.csv").read_text().splitlines()[1:]
+    for k in range(60):
+        for f in (realdata / "siim" / "dicom-images-train").rglob("*.dcm"):
+            (root / "dicom-images-train" / str(k)).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, root / "dicom-images-train" / str(k) / f"{f.stem}.{k}.dcm")
+        lines += [f"{r.split(',')[0]}.{k},{r.split(',', 1)[1]}" for r in table]
+    (root / "train-rle.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "prepared"
+    call = f"prepare_siim(root=Path({str(root)!r}), rle_csv='train-rle.csv', out_dir=Path({str(out)!r}), "
+    call += "image_size=256, split={'train': 1.0}, seed=0, strict=False, workers=1)"
+    code = f"from pathlib import Path; from pneumo.prepare import prepare_siim; {call}"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 60
+    while not (out.with_name("prepared.tmp") / "images.npy").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert proc.poll() is None, "prepare finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # only the .tmp folder is left, which no stage declares

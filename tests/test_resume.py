@@ -95,3 +95,6 @@ def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
     assert train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).restore() == (4, {"note": "x"})
     assert train.Checkpoint(tmp_path / "c.pt", {"lr": 2}, True, model=model).restore() == (0, {})
     assert train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, False, model=model).restore() == (0, {})
+    train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).finish()
+    assert train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).restore() == (0, {})
+    assert (tmp_path / "c.pt").stat().st_size < 2000

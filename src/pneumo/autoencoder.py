@@ -71,6 +71,7 @@ def train_autoencoder(
             live.log_metric("val/loss", val_loss)
             live.next_step()
             checkpoint.save(epoch, train_loss=train_loss, val_loss=val_loss)
+    checkpoint.finish()
     meta = {"kind": "autoencoder", "arch": arch, "model_args": model_args, "params": params or {}}
     models.save_checkpoint(model_path, model, **meta)
     encoder_name = models.ENCODER if arch == "resnet34" else f"autoencoder-{arch}"

@@ -63,7 +63,7 @@ def pretrain_encoder(
         model = models.Classifier(len(classes))
         models.save_checkpoint(out_path, model.encoder, **meta)
         models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=False)
-        train.Checkpoint(checkpoint_path, fingerprint, resume).save(-1)
+        train.Checkpoint(checkpoint_path, fingerprint, resume).finish()
         with train.live(live_dir) as live:
             live.log_metric("epochs", 0)
             live.next_step()
@@ -114,6 +114,7 @@ def pretrain_encoder(
                     live.log_metric("val/accuracy", summary["val_accuracy"])
             live.next_step()
             checkpoint.save(epoch, **summary)
+    checkpoint.finish()
     models.save_checkpoint(out_path, model.encoder, **meta)
     # the head is kept apart (Grad-CAM of the pretraining target); the U-Net loads only the encoder
     models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=True)

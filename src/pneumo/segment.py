@@ -122,6 +122,7 @@ def train_unet(
                 best = {"val_dice": val_dice, "epoch": epoch}
                 best_state = copy.deepcopy(model.state_dict())
             checkpoint.save(epoch, best=best, best_state=best_state)
+    checkpoint.finish()
     models.save_checkpoint(
         out_path,
         best_state,

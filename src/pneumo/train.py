@@ -123,7 +123,6 @@ def train_one_epoch(
     batch_fn: Callable,
     device: torch.device,
     epoch: int,
-    amp: bool = False,
 ) -> float:
     """One pass over `data`; `batch_fn(batch) -> (inputs, targets)` on `device`. Returns the mean loss."""
     model.train()
@@ -131,8 +130,7 @@ def train_one_epoch(
     bar = tqdm(data, desc=f"epoch {epoch}", leave=False, disable=None)  # no bar when not a terminal
     for batch in bar:
         inputs, targets = batch_fn(batch)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            loss = criterion(model(inputs), targets)
+        loss = criterion(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -185,7 +183,7 @@ class Checkpoint:
     Written atomically after every epoch as a plain dict of tensors and primitives, read
     back with `weights_only=True`, and used only if it was made with the same params: a
     run killed mid-epoch loses that epoch only, and finishes with the same weights as an
-    uninterrupted run (CPU, fixed seed)."""
+    uninterrupted run (CPU, fixed seed). A finished run leaves only a small marker."""
 
     def __init__(self, path: Path, params: dict, resume: bool, **stateful):
         self.path, self.resume, self.stateful = Path(path), resume, stateful
@@ -196,6 +194,8 @@ class Checkpoint:
         if not (self.resume and self.path.exists()):
             return 0, {}
         state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("complete"):  # a finished run (e.g. `dvc repro --force`): train again
+            return 0, {}
         if state["params"] != self.params:
             print(f"{self.path}: made with other params; starting fresh")
             return 0, {}
@@ -223,3 +223,9 @@ class Checkpoint:
         partial = self.path.with_name(self.path.name + ".partial")
         torch.save(state, partial)
         os.replace(partial, self.path)  # a kill while writing leaves the previous checkpoint intact
+
+    def finish(self) -> None:
+        """Replace the checkpoint by a small marker once the run is complete: nothing is
+        left to resume, and the DVC output stays cheap to cache."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"params": self.params, "complete": True}, self.path)

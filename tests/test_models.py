@@ -47,6 +47,9 @@ def test_checkpoint_metadata_round_trip(tmp_path):
     state, meta = models.load_checkpoint(path)
     assert meta == {"kind": "classifier", "params": {"lr": 0.001, "classes": ["a", "b"]}}
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    again = tmp_path / "again.safetensors"  # same weights and metadata -> same bytes, whatever the key order
+    models.save_checkpoint(again, model, params={"classes": ["a", "b"], "lr": 0.001}, kind="classifier")
+    assert again.read_bytes() == path.read_bytes()
 
 
 class Payload:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 ENCODER = "resnet34"
+METADATA_KEY = "pneumo"  # safetensors metadata key holding the checkpoint's JSON description
 
 
 def build_encoder(in_channels: int = 1) -> nn.Module:
@@ -115,11 +116,15 @@ def build_autoencoder(arch: str, **kwargs) -> ConvAutoencoder:
 
 
 def save_checkpoint(path: Path, model_or_state: nn.Module | dict, **meta) -> None:
-    """Weights as safetensors; `meta` (architecture args, params, ...) as JSON metadata."""
+    """Weights as safetensors; `meta` (architecture args, params, ...) as JSON metadata.
+
+    The metadata is one sorted JSON string under a single key: safetensors writes its
+    metadata map in no fixed order, and the same weights must give the same bytes (DVC
+    compares outputs by hash)."""
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -130,7 +135,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
-            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            meta = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
         return load_file(str(path)), meta
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -54,7 +54,7 @@ def evaluate(
     images, masks, rows = load_prepared(siim_dir)
     val_idx, test_idx = split_indices(rows, "val"), split_indices(rows, "test")
     size = images.shape[1]
-    areas = sorted({int(round(f * size * size)) for f in min_area_fractions})
+    areas = metrics.min_areas(min_area_fractions, size)
     val_probs = predict_probs(model, images, val_idx, dev)
     tuned = (
         metrics.tune_postprocess(val_probs, masks[val_idx], tops, areas, bottoms)

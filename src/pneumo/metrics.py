@@ -47,6 +47,11 @@ def postprocess(probs: np.ndarray, top: float, min_area: int, bottom: float) -> 
     return (probs > bottom) & keep[:, None, None]
 
 
+def min_areas(fractions: list[float], size: int) -> list[int]:
+    """Minimum-area grid in pixels of a size x size image, from shares of the image."""
+    return sorted({int(round(f * size * size)) for f in fractions})
+
+
 def tune_postprocess(
     probs: np.ndarray, true: np.ndarray, tops: list[float], areas: list[int], bottoms: list[float]
 ) -> dict:

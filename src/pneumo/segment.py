@@ -83,8 +83,7 @@ def train_unet(
         x, y = train.augment(train.to_input(batch[0]).to(dev), batch[1][:, None].float().to(dev), generator)
         return x, y
 
-    size = images.shape[1]
-    areas = sorted({int(round(f * size * size)) for f in postprocess_grid["min_area_fractions"]})
+    areas = metrics.min_areas(postprocess_grid["min_area_fractions"], images.shape[1])
     checkpoint = train.Checkpoint(
         checkpoint_path,
         {**(params or {}), "variant": variant, "inputs": train.fingerprint(encoder_path, siim_dir)},

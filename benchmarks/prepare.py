@@ -8,7 +8,6 @@ Usage: python benchmarks/prepare.py [--copies 30] [--realdata ../shared/realdata
 
 import argparse
 import gzip
-import json
 import os
 import shutil
 import tempfile
@@ -18,35 +17,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pydicom
+from common import REALDATA, emit, replicate_siim
 from pydicom.encaps import generate_frames
 
 from pneumo import prepare, rle
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--realdata", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "realdata")
+parser.add_argument("--realdata", type=Path, default=REALDATA)
 parser.add_argument("--copies", type=int, default=30, help="replicas of the 10 real files")
 parser.add_argument("--image-size", type=int, default=256)
 args = parser.parse_args()
 siim = args.realdata / "siim"
-files = sorted((siim / "dicom-images-train").rglob("*.dcm"))
-rows = rle.read_csv(siim / "train-rle.csv").rles
-
-
-def emit(**record):
-    print(json.dumps(record), flush=True)
 
 
 with tempfile.TemporaryDirectory() as tmp:
     root = Path(tmp) / "siim"
-    lines = ["ImageId, EncodedPixels"]
-    for k in range(args.copies):
-        for f in files:
-            dest = root / "dicom-images-train" / f"s{k}" / f"{f.stem}.{k}.dcm"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(f, dest)
-            lines += [f"{f.stem}.{k},{r}" for r in rows[f.stem]]
-    (root / "train-rle.csv").write_text("\n".join(lines) + "\n")
-    copies = sorted(root.rglob("*.dcm"))
+    copies = replicate_siim(args.realdata, root, args.copies)
     n = len(copies)
 
     frames = [next(generate_frames(pydicom.dcmread(f).PixelData, number_of_frames=1)) for f in copies]

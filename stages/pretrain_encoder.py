@@ -32,7 +32,7 @@ pretrain_encoder(
     classes=p["prepare_cxr14"]["classes"],
     seed=p["seed"],
     resume=p["resume"],
-    device=p["device"],
+    rt=params.runtime(p),
     params=stage,
     **stage,
 )

@@ -29,7 +29,7 @@ train_autoencoder(
     reconstructions=args.reconstructions,
     seed=p["seed"],
     resume=p["resume"],
-    device=p["device"],
+    rt=params.runtime(p),
     params=stage,
     **stage,
 )

@@ -30,7 +30,7 @@ best = train_unet(
     postprocess_grid={k: p["evaluate"][k] for k in ("tops", "min_area_fractions", "bottoms")},
     seed=args.seed,
     resume=p["resume"],
-    device=p["device"],
+    rt=params.runtime(p),
     params={**stage, "seed": args.seed},
     **stage,
 )

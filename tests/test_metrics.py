@@ -69,6 +69,25 @@ def test_tune_postprocess_picks_the_rule_that_removes_false_positives():
     assert best == {"score": 1.0, "top": 0.9, "min_area": 2, "bottom": 0.5}
 
 
+def test_tune_postprocess_scores_every_combination_as_postprocess_then_dice_does():
+    rng = np.random.default_rng(0)
+    true = rng.random((40, 16, 16)) > 0.8
+    true[:25] = False  # mostly empty images, as in SIIM
+    probs = np.clip(true * 0.5 + rng.random(true.shape) * 0.6, 0, 1).astype(np.float32)
+    grid = dict(tops=[0.5, 0.7, 0.9], areas=[0, 3, 20, 60], bottoms=[0.3, 0.5])
+    best = metrics.tune_postprocess(probs, true, **grid)
+    scores = {
+        (top, area, bottom): metrics.dice_per_image(metrics.postprocess(probs, top, area, bottom), true).mean()
+        for top in grid["tops"]
+        for area in grid["areas"]
+        for bottom in grid["bottoms"]
+        if bottom <= top
+    }
+    assert best["score"] == max(scores.values())
+    assert scores[(best["top"], best["min_area"], best["bottom"])] == best["score"]
+    assert len(set(scores.values())) > 5  # the grid really discriminates
+
+
 def test_segmentation_report_and_all_empty():
     true = masks([0, 1], [], [], [])
     row = metrics.segmentation_report(np.zeros_like(true), true, np.zeros(4))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo import prepare, rle, segment
+from pneumo import prepare, rle, segment, train
 from pneumo.cli import main
 
 PNEUMO = [sys.executable, "-m", "pneumo.cli"]
@@ -39,7 +39,7 @@ def model_dir(tiny_siim) -> Path:
         positive_share=0.5,
         postprocess_grid={"tops": [0.5], "min_area_fractions": [0.0], "bottoms": [0.5]},
         seed=0,
-        device="cpu",
+        rt=train.runtime("cpu"),
     )
     model, _ = segment.load_unet(tmp / "model" / "model.safetensors", torch.device("cpu"))
     images, _, _ = prepare.load_prepared(tmp / "siim")

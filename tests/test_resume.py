@@ -18,8 +18,9 @@ RUN = """
 import json, sys
 from pathlib import Path
 import torch
-from pneumo import segment
+from pneumo import segment, train
 kwargs = json.loads(sys.argv[1])
+kwargs["rt"] = train.runtime(kwargs.pop("device"))
 torch.manual_seed(0)
 segment.train_unet(**{k: Path(v) if k.endswith(("_path", "_dir")) else v for k, v in kwargs.items()})
 """

@@ -90,3 +90,27 @@ def test_shared_films_are_mapped_like_siim_to_nih(synthetic):
     # the same film: lossless PNG in CXR-14, JPEG in SIIM (as in the real datasets)
     diff = dicom.read_image(siim_file).astype(int) - cxr14.read_png(root / "cxr14" / "images" / row["NIH_ID"])
     assert np.abs(diff).mean() < 3
+
+
+def test_the_same_seed_writes_the_same_bytes_in_any_process(tmp_path):
+    """The dataset must not depend on Python's per-process string hashing (set order):
+    two processes with different PYTHONHASHSEED write byte-identical files."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; from pneumo import synth; out = Path(sys.argv[1]); "
+        "synth.synthesize(siim_dir=out / 'siim', cxr14_dir=out / 'cxr14', n_siim=20, n_test=0, n_cxr14=60, "
+        "size=64, positive_rate=0.3, log_area_mean=-4.0, log_area_std=1.0, regions_per_image=[1.0], "
+        "shared_fraction=0.2, rgba_fraction=0.05, finding_rate=0.9, seed=0)"
+    )
+    digests = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", script, str(out)], env=env, check=True)
+        files = sorted(p for p in out.rglob("*") if p.is_file())
+        digests.append({p.relative_to(out): hashlib.md5(p.read_bytes()).hexdigest() for p in files})
+    assert len(digests[0]) == 83 and digests[0] == digests[1]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pneumo import models, train
+from pneumo import dist, models, train
 from pneumo.prepare import load_prepared, split_indices
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
@@ -33,23 +33,29 @@ def train_autoencoder(
     lr: float,
     seed: int,
     resume: bool = True,
-    device: str = "auto",
+    rt: train.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
     """Train the autoencoder; save it, its encoder, per-epoch losses and a reconstruction grid."""
-    dev = train.device_from(device)
+    rt = rt or train.runtime()
     images, _, rows = load_prepared(images_dir)
     model_args = {"in_channels": 1, "depth": depth, "width": width, "latent": latent}
-    model = models.build_autoencoder(arch, **model_args).to(dev)
+    model = rt.prepare(models.build_autoencoder(arch, **model_args))
+    step = rt.wrap(model)
     criterion = models.by_name(LOSSES, loss, "loss")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
-    train_data = train.loader(train.Arrays(images, None, train_idx), batch_size, seed=seed, shuffle=True)
-    val_data = train.loader(train.Arrays(images, None, val_idx), batch_size, seed=seed)
+    train_set = train.Arrays(images, None, train_idx)
+    order = train.shuffled(train_set, seed)
+    train_data = train.loader(train_set, batch_size, order=order, train=True, rt=rt)
+    val_data = train.loader(train.Arrays(images, None, val_idx), batch_size, rt=rt)
 
     def batch_fn(batch):
-        x = train.to_input(batch[0]).to(dev)
+        x = train.to_input(batch[0]).to(rt.device, non_blocking=True)
         return x, x
+
+    def per_image_loss(m, x):  # validation loss, image by image: no full-size reconstructions kept
+        return criterion(m(x).float(), x, reduction="none").flatten(1).mean(1)
 
     checkpoint = train.Checkpoint(
         checkpoint_path,
@@ -57,28 +63,29 @@ def train_autoencoder(
         resume,
         model=model,
         optimizer=optimizer,
-        loader=train_data.generator,
+        order=order.generator,
     )
     start, saved = checkpoint.restore()
     train_loss, val_loss = saved.get("train_loss", float("nan")), saved.get("val_loss", float("nan"))
-    with train.live(live_dir, resume=start > 0) as live:
+    with train.live(live_dir, start) as live:
         for epoch in range(start, epochs):
-            train_loss = train.train_one_epoch(model, criterion, optimizer, train_data, batch_fn, dev, epoch)
+            train_loss = train.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
             if len(val_idx):
-                truth = train.to_input(torch.from_numpy(images[val_idx]))
-                val_loss = float(criterion(train.run_model(model, val_data, dev), truth))
+                val_loss = float(train.run_model(model, val_data, rt, per_image_loss).mean())
             live.log_metric("train/loss", train_loss)
             live.log_metric("val/loss", val_loss)
             live.next_step()
             checkpoint.save(epoch, train_loss=train_loss, val_loss=val_loss)
     checkpoint.finish()
+    if not dist.is_main():
+        return {"train_loss": train_loss, "val_loss": val_loss}
     meta = {"kind": "autoencoder", "arch": arch, "model_args": model_args, "params": params or {}}
     models.save_checkpoint(model_path, model, **meta)
     encoder_name = models.ENCODER if arch == "resnet34" else f"autoencoder-{arch}"
     models.save_checkpoint(
         encoder_path, model.encoder, kind="encoder", encoder=encoder_name, in_channels=1, source="autoencoder"
     )
-    _reconstruction_grid(model, images, val_idx if len(val_idx) else train_idx, dev, reconstructions)
+    _reconstruction_grid(model, images, val_idx if len(val_idx) else train_idx, rt.device, reconstructions)
     return {"train_loss": train_loss, "val_loss": val_loss}
 
 

@@ -72,7 +72,7 @@ def cluster_latents(
     images, _, rows = load_prepared(images_dir)
     k = k or len(classes)
     model = load_autoencoder(model_path, dev)
-    data = train.loader(train.Arrays(images, None, np.arange(len(images))), batch_size, seed=seed)
+    data = train.loader(train.Arrays(images, None, np.arange(len(images))), batch_size)
     latents = train.run_model(model, data, dev, lambda m, x: m.encode(x)).numpy()
     features = reduce(latents, standardize, pca_dim, seed)
     clusters = cluster(features, method, k, seed)

@@ -55,12 +55,27 @@ def min_areas(fractions: list[float], size: int) -> list[int]:
 def tune_postprocess(
     probs: np.ndarray, true: np.ndarray, tops: list[float], areas: list[int], bottoms: list[float]
 ) -> dict:
-    """Grid-search (top, min_area, bottom) for the best mean per-image Dice (on validation only)."""
+    """Grid-search (top, min_area, bottom) for the best mean per-image Dice (on validation only).
+
+    Same scores as `dice_per_image(postprocess(...))` for every combination, but the pixels
+    are read once per threshold, not once per combination: per image, the number of pixels
+    above each threshold and how many of them are true, then every combination is
+    arithmetic on those (N,) counts (at 512 px the pixel passes dominate an epoch)."""
+    p, t = np.asarray(probs).reshape(len(probs), -1), _flat(true)
+    true_pixels = t.sum(1)
+    above, hits = {}, {}
+    for thr in sorted(set(tops) | set(bottoms)):
+        mask = p > thr
+        above[thr], hits[thr] = mask.sum(1), (mask & t).sum(1)
     best = {"score": -1.0}
     for top, area, bottom in itertools.product(tops, areas, bottoms):
         if bottom > top:
             continue
-        score = float(dice_per_image(postprocess(probs, top, area, bottom), true).mean())
+        keep = above[top] >= max(area, 1)
+        predicted = np.where(keep, above[bottom], 0)
+        inter = np.where(keep, hits[bottom], 0)
+        total = predicted + true_pixels
+        score = float(np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1)).mean())
         if score > best["score"]:
             best = {"score": score, "top": top, "min_area": int(area), "bottom": bottom}
     return best

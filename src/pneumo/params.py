@@ -16,6 +16,16 @@ def load(path: str | Path = "params.yaml") -> dict:
         return yaml.safe_load(f)
 
 
+def runtime(p: dict):
+    """The train.Runtime of a training stage from the shared hardware params (device, amp,
+    channels_last, compile, loader_workers, pin_memory); joins torchrun's process group
+    when the stage was launched with nproc > 1."""
+    from pneumo import train
+
+    keys = ("amp", "channels_last", "compile", "loader_workers", "pin_memory")
+    return train.runtime(p["device"], **{k: p[k] for k in keys})
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) from one number; with `deterministic`,
     ask torch for deterministic kernels (on CUDA: no cuDNN autotuning, fixed cuBLAS

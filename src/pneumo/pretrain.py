@@ -14,7 +14,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from pneumo import models, train
+from pneumo import dist, models, train
 from pneumo.prepare import load_prepared, split_indices
 
 TARGETS = ("none", "labels", "pseudo_labels")
@@ -47,11 +47,10 @@ def pretrain_encoder(
     lr: float,
     seed: int,
     resume: bool = True,
-    device: str = "auto",
+    rt: train.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
     models.by_name({t: t for t in TARGETS}, target, "pretraining target")
-    dev = train.device_from(device)
     meta = {"kind": "encoder", "encoder": models.ENCODER, "in_channels": 1, "source": target, "params": params or {}}
     fingerprint = {
         **(params or {}),
@@ -60,6 +59,8 @@ def pretrain_encoder(
         "inputs": train.fingerprint(images_dir, targets_csv),
     }
     if target == "none":  # no training: the seeded random initialisation
+        if not dist.is_main():
+            return {}
         model = models.Classifier(len(classes))
         models.save_checkpoint(out_path, model.encoder, **meta)
         models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=False)
@@ -68,21 +69,25 @@ def pretrain_encoder(
             live.log_metric("epochs", 0)
             live.next_step()
         return {}
+    rt = rt or train.runtime()
     images, _, rows = load_prepared(images_dir)
     targets = _targets(target, rows, classes, targets_csv)
     n_out = targets.shape[1] if target == "labels" else int(targets.max()) + 1
-    model = models.Classifier(n_out).to(dev)
+    model = rt.prepare(models.Classifier(n_out))
+    step = rt.wrap(model)
     criterion = nn.BCEWithLogitsLoss() if target == "labels" else nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
-    train_data = train.loader(train.Arrays(images, targets, train_idx), batch_size, seed=seed, shuffle=True)
-    val_data = train.loader(train.Arrays(images, targets, val_idx), batch_size, seed=seed)
+    train_set = train.Arrays(images, targets, train_idx)
+    order = train.shuffled(train_set, seed)
+    train_data = train.loader(train_set, batch_size, order=order, train=True, rt=rt)
+    val_data = train.loader(train.Arrays(images, targets, val_idx), batch_size, rt=rt)
     generator = torch.Generator().manual_seed(seed)
 
     def batch_fn(batch):
-        x, _ = train.augment(train.to_input(batch[0]).to(dev), None, generator)
-        return x, batch[1].to(dev)
+        x, _ = train.augment(train.to_input(batch[0]).to(rt.device, non_blocking=True), None, generator)
+        return x, batch[1].to(rt.device, non_blocking=True)
 
     checkpoint = train.Checkpoint(
         checkpoint_path,
@@ -91,17 +96,17 @@ def pretrain_encoder(
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        loader=train_data.generator,
+        order=order.generator,
         augment=generator,
     )
     start, summary = checkpoint.restore()
-    with train.live(live_dir, resume=start > 0) as live:
+    with train.live(live_dir, start) as live:
         for epoch in range(start, epochs):
-            summary["train_loss"] = train.train_one_epoch(model, criterion, optimizer, train_data, batch_fn, dev, epoch)
+            summary["train_loss"] = train.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
             scheduler.step()
             live.log_metric("train/loss", summary["train_loss"])
             if len(val_idx):
-                logits = train.run_model(model, val_data, dev)
+                logits = train.run_model(model, val_data, rt)
                 truth = torch.from_numpy(targets[val_idx])
                 summary["val_loss"] = float(criterion(logits, truth))
                 live.log_metric("val/loss", summary["val_loss"])
@@ -115,6 +120,8 @@ def pretrain_encoder(
             live.next_step()
             checkpoint.save(epoch, **summary)
     checkpoint.finish()
+    if not dist.is_main():
+        return summary
     models.save_checkpoint(out_path, model.encoder, **meta)
     # the head is kept apart (Grad-CAM of the pretraining target); the U-Net loads only the encoder
     models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=True)

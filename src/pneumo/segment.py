@@ -4,6 +4,7 @@ initialisation; keeps the weights of the epoch with the best validation SIIM Dic
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
-from pneumo import metrics, models, train
+from pneumo import dist, metrics, models, train
 from pneumo.prepare import load_prepared, split_indices
 
 
@@ -34,11 +35,26 @@ PIXEL_LOSSES = {
 
 
 def predict_probs(
-    model: nn.Module, images: np.ndarray, indices: np.ndarray, device: torch.device, batch_size: int = 32
+    model: nn.Module,
+    images: np.ndarray,
+    indices: np.ndarray,
+    rt: train.Runtime | torch.device,
+    batch_size: int = 32,
 ) -> np.ndarray:
     """Sigmoid probabilities (N, H, W) for the given rows of a prepared image array."""
-    data = train.loader(train.Arrays(images, None, indices), batch_size, seed=0)
-    return torch.sigmoid(train.run_model(model, data, device))[:, 0].numpy()
+    data = train.loader(train.Arrays(images, None, indices), batch_size)
+    return torch.sigmoid(train.run_model(model, data, rt))[:, 0].numpy()
+
+
+def batches(rt: train.Runtime, generator: torch.Generator) -> Callable:
+    """(uint8 images, uint8 masks) from the loader -> augmented (inputs, masks) on the device."""
+
+    def batch_fn(batch):
+        x = train.to_input(batch[0]).to(rt.device, non_blocking=True)
+        y = batch[1][:, None].to(rt.device, non_blocking=True).float()
+        return train.augment(x, y, generator)
+
+    return batch_fn
 
 
 def train_unet(
@@ -60,28 +76,25 @@ def train_unet(
     postprocess_grid: dict,
     seed: int,
     resume: bool = True,
-    device: str = "auto",
+    rt: train.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
     """Train; keep the epoch whose validation SIIM Dice, after tuning post-processing on
     `postprocess_grid` (evaluate's grid), is best: the selection matches the final metric."""
-    dev = train.device_from(device)
+    rt = rt or train.runtime()
     images, masks, rows = load_prepared(siim_dir)
     model = models.build_unet(1)
     models.load_encoder_into(model.encoder, encoder_path)
-    model.to(dev)
+    model = rt.prepare(model)
     criterion = WeightedSum(models.by_name(PIXEL_LOSSES, pixel_loss, "pixel loss")(), dice_weight, pixel_weight)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in train_idx])
     sampler = train.positive_share_sampler(positive, positive_share, seed)
-    train_data = train.loader(train.Arrays(images, masks, train_idx), batch_size, seed=seed, sampler=sampler)
+    train_data = train.loader(train.Arrays(images, masks, train_idx), batch_size, order=sampler, train=True, rt=rt)
     generator = torch.Generator().manual_seed(seed)
-
-    def batch_fn(batch):
-        x, y = train.augment(train.to_input(batch[0]).to(dev), batch[1][:, None].float().to(dev), generator)
-        return x, y
+    batch_fn = batches(rt, generator)
 
     areas = metrics.min_areas(postprocess_grid["min_area_fractions"], images.shape[1])
     checkpoint = train.Checkpoint(
@@ -92,36 +105,43 @@ def train_unet(
         optimizer=optimizer,
         scheduler=scheduler,
         sampler=sampler.generator,
-        loader=train_data.generator,
         augment=generator,
     )
     start, saved = checkpoint.restore()
     best = saved.get("best", {"val_dice": -1.0, "epoch": -1})
     best_state = saved.get("best_state", copy.deepcopy(model.state_dict()))
-    with train.live(live_dir, resume=start > 0) as live:
+    step, frozen = None, None
+    with train.live(live_dir, start) as live:
         for epoch in range(start, epochs):
-            frozen = epoch < freeze_encoder_epochs  # let the random decoder settle before moving a pretrained encoder
-            for p in model.encoder.parameters():
-                p.requires_grad_(not frozen)
-            loss = train.train_one_epoch(model, criterion, optimizer, train_data, batch_fn, dev, epoch)
+            # train only the decoder first: a random decoder's gradients would wreck a pretrained encoder
+            if frozen != (epoch < freeze_encoder_epochs):
+                frozen = epoch < freeze_encoder_epochs
+                for p in model.encoder.parameters():
+                    p.requires_grad_(not frozen)
+                step = rt.wrap(model)  # DDP registers the trainable parameters when built
+            loss = train.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
             scheduler.step()
-            probs = predict_probs(model, images, val_idx, dev, batch_size)
-            dice = metrics.dice_per_image(probs > 0.5, masks[val_idx])
-            positive = masks[val_idx].reshape(len(val_idx), -1).any(1)
-            grid = (postprocess_grid["tops"], areas, postprocess_grid["bottoms"])
-            val_dice = metrics.tune_postprocess(probs, masks[val_idx], *grid)["score"] if len(val_idx) else float("nan")
             live.log_metric("train/loss", loss)
-            live.log_metric("val/siim_dice", val_dice)
-            live.log_metric("val/siim_dice_at_0.5", float(dice.mean()) if len(val_idx) else float("nan"))
-            live.log_metric(
-                "val/dice_positive_at_0.5", float(dice[positive].mean()) if positive.any() else float("nan")
-            )
+            val_dice = float("nan")
+            if len(val_idx):  # without a validation split, the last epoch is kept
+                probs = predict_probs(model, images, val_idx, rt, batch_size)
+                dice = metrics.dice_per_image(probs > 0.5, masks[val_idx])
+                positive = masks[val_idx].reshape(len(val_idx), -1).any(1)
+                grid = (postprocess_grid["tops"], areas, postprocess_grid["bottoms"])
+                val_dice = metrics.tune_postprocess(probs, masks[val_idx], *grid)["score"]
+                live.log_metric("val/siim_dice", val_dice)
+                live.log_metric("val/siim_dice_at_0.5", float(dice.mean()))
+                live.log_metric(
+                    "val/dice_positive_at_0.5", float(dice[positive].mean()) if positive.any() else float("nan")
+                )
             live.next_step()
             if val_dice > best["val_dice"] or not len(val_idx):
                 best = {"val_dice": val_dice, "epoch": epoch}
                 best_state = copy.deepcopy(model.state_dict())
             checkpoint.save(epoch, best=best, best_state=best_state)
     checkpoint.finish()
+    if not dist.is_main():
+        return best
     models.save_checkpoint(
         out_path,
         best_state,

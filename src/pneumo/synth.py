@@ -120,7 +120,7 @@ def phantom(
         masks.append(region)
 
     lung_any = lung_masks[0] | lung_masks[1]
-    for finding in findings - {"Pneumothorax"}:
+    for finding in sorted(findings - {"Pneumothorax"}):  # a fixed order: set order changes with PYTHONHASHSEED
         side = int(rng.integers(2))
         lg, m = lungs[side], lung_masks[side]
         if finding == "Effusion":  # basal fluid level with a meniscus rising laterally

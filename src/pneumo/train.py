@@ -1,5 +1,7 @@
 """Shared training machinery: arrays -> batches, device-side augmentation, one visible
-training loop used by every training stage (autoencoder, encoder pretraining, U-Net)."""
+training loop used by every training stage (autoencoder, encoder pretraining, U-Net),
+and the runtime settings (device, bf16 autocast, channels_last, torch.compile, loader
+workers) that change speed, not what is learned. Multi-process runs: `pneumo.dist`."""
 
 from __future__ import annotations
 
@@ -7,14 +9,18 @@ import json
 import math
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 from tqdm import tqdm
+
+from pneumo import dist
 
 MEAN, STD = 0.5, 0.25  # fixed input scaling: stored nowhere, identical at train and predict time
 
@@ -47,26 +53,84 @@ class Arrays(Dataset):
         return image, target
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how models run. `amp` (bf16 autocast) and `channels_last` change float
+    rounding only; `workers` and `pin_memory` change nothing but speed."""
+
+    device: torch.device
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = 0
+    pin_memory: bool = False
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Move the model to the device (channels_last if set); the model itself, whose
+        state_dict is what gets saved."""
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        return model.to(self.device, memory_format=fmt)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """What the training step calls: DDP across processes, then torch.compile if set."""
+        step = dist.wrap(model, self.device)
+        return torch.compile(step) if self.compile else step
+
+
+def runtime(
+    device: str = "auto",
+    *,
+    amp: bool = False,
+    channels_last: bool = False,
+    compile: bool = False,
+    loader_workers: int = 0,
+    pin_memory: bool = False,
+) -> Runtime:
+    """The Runtime of a training process: joins torchrun's process group when launched by
+    it. `amp`, `channels_last` and `pin_memory` take effect on CUDA only: CPU runs stay
+    fp32 and bit-reproducible (and many CPUs have no bf16 units; figures for this
+    project's CPU are in benchmarks/README.md)."""
+    dev = dist.start(device_from(device))
+    cuda = dev.type == "cuda"
+    return Runtime(dev, amp and cuda, channels_last and cuda, compile, loader_workers, pin_memory and cuda)
+
+
 def loader(
     dataset: Dataset,
     batch_size: int,
     *,
-    seed: int,
-    shuffle: bool = False,
-    sampler: Sampler | None = None,
-    workers: int = 0,
+    order: Sampler | None = None,
+    train: bool = False,
+    rt: Runtime | None = None,
 ) -> DataLoader:
-    """A seeded DataLoader (same order for the same seed)."""
-    generator = torch.Generator().manual_seed(seed)
+    """Batches of `dataset` drawn in `order` (default: sequential). `train` drops the last
+    incomplete batch (every step sees a full batch; batch norm never sees a batch of 1).
+    Under torchrun each process gets its slice of every global batch (`dist.Shard`)."""
+    order = order if order is not None else SequentialSampler(dataset)
+    n_batches = len(order) // batch_size if train else 1
+    if n_batches == 0:
+        raise ValueError(f"{len(order)} training samples: fewer than one batch of {batch_size}")
+    rt = rt or Runtime(torch.device("cpu"))
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
-        sampler=sampler,
-        num_workers=workers,
-        generator=generator,
-        pin_memory=torch.cuda.is_available(),
+        batch_size=batch_size // dist.world(),
+        sampler=dist.Shard(order, batch_size, drop_last=train),
+        num_workers=rt.workers,
+        persistent_workers=rt.workers > 0,
+        pin_memory=rt.pin_memory,
+        generator=torch.Generator().manual_seed(0),  # seeds workers only: the order comes from `order`
     )
+
+
+def shuffled(dataset: Dataset, seed: int) -> RandomSampler:
+    """A new random order every epoch, from its own seeded generator (saved in checkpoints)."""
+    return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
 
 
 def positive_share_sampler(positive: np.ndarray, share: float, seed: int) -> Sampler:
@@ -91,9 +155,10 @@ def augment(
     contrast: float = 0.1,
 ):
     """Light batch augmentation on the input's device: horizontal flips, a small affine
-    warp (the same for image and mask), brightness/contrast jitter on the image."""
-    b = x.shape[0]
-    rand = lambda *s: torch.rand(*s, generator=generator).to(x.device)  # noqa: E731
+    warp (the same for image and mask), brightness/contrast jitter on the image. Under
+    torchrun the numbers are drawn for the global batch and each process takes its rows."""
+    b, rows = x.shape[0], dist.local_rows(x.shape[0] * dist.world())
+    rand = lambda *s: torch.rand(b * dist.world(), *s[1:], generator=generator)[rows].to(x.device)  # noqa: E731
     angle = (rand(b) * 2 - 1) * math.radians(rotate_deg)
     zoom = 1 + (rand(b) * 2 - 1) * scale
     sign = torch.where(rand(b) < flip, -1.0, 1.0)
@@ -121,42 +186,84 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     data: DataLoader,
     batch_fn: Callable,
-    device: torch.device,
+    rt: Runtime,
     epoch: int,
 ) -> float:
-    """One pass over `data`; `batch_fn(batch) -> (inputs, targets)` on `device`. Returns the mean loss."""
+    """One pass over `data`; `batch_fn(batch) -> (inputs, targets)` on the device. Returns
+    the mean loss over all batches (the global ones under torchrun). The loss is read back
+    from the device only for the progress bar, so a GPU never waits on it otherwise."""
     model.train()
-    total, count = 0.0, 0
-    bar = tqdm(data, desc=f"epoch {epoch}", leave=False, disable=None)  # no bar when not a terminal
+    total = torch.zeros((), device=rt.device)
+    count = 0
+    bar = tqdm(data, desc=f"epoch {epoch}", leave=False, disable=None if dist.is_main() else True)
     for batch in bar:
         inputs, targets = batch_fn(batch)
-        loss = criterion(model(inputs), targets)
+        with rt.autocast():
+            outputs = model(rt.inputs(inputs))
+        loss = criterion(*dist.gather_for_loss(outputs.float(), targets))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(inputs)
+        total += loss.detach() * len(inputs)
         count += len(inputs)
-        bar.set_postfix(loss=f"{total / count:.4f}")
+        if not bar.disable:
+            bar.set_postfix(loss=f"{total.item() / count:.4f}")
+    dist.sync_buffers(model.module if hasattr(model, "module") else model)
+    total, count = dist.reduce_sum(total, count, device=rt.device)
     return total / max(count, 1)
 
 
 @torch.no_grad()
-def run_model(model: nn.Module, data: DataLoader, device: torch.device, fn: Callable | None = None) -> torch.Tensor:
-    """Apply `fn(model, inputs)` (default: model(inputs)) over a loader; outputs on CPU, concatenated."""
+def run_model(
+    model: nn.Module, data: DataLoader, rt: Runtime | torch.device, fn: Callable | None = None
+) -> torch.Tensor:
+    """Apply `fn(model, inputs)` (default: model(inputs)) over a loader; outputs on CPU,
+    concatenated in the loader's order. Under torchrun each process runs its slice of each
+    batch and every process gets all outputs."""
+    rt = rt if isinstance(rt, Runtime) else Runtime(rt)
     model.eval()
     outputs = []
     for images, _ in data:
-        inputs = to_input(images).to(device)
-        outputs.append((fn(model, inputs) if fn else model(inputs)).float().cpu())
-    return torch.cat(outputs) if outputs else torch.zeros(0)
+        inputs = rt.inputs(to_input(images).to(rt.device, non_blocking=True))
+        with rt.autocast():
+            out = fn(model, inputs) if fn else model(inputs)
+        outputs.append(dist.gather(out.float()).cpu())
+    return torch.cat(outputs)[: len(data.sampler.order)] if outputs else torch.zeros(0)
 
 
-def live(directory: Path, resume: bool = False):
-    """A dvclive logger that writes only inside its own folder (plots declared in dvc.yaml);
-    `resume` continues the step count and history of a resumed run."""
+def live(directory: Path, start: int = 0):
+    """A dvclive logger that writes only inside its own folder (plots declared in dvc.yaml).
+    `start` > 0 continues a resumed run's history at that step; rows the killed run logged
+    after its last checkpoint are dropped, so every epoch appears once. Under torchrun
+    only the main process logs (the others get a logger that discards)."""
     from dvclive import Live
 
-    return Live(str(directory), dvcyaml=False, save_dvc_exp=False, resume=resume)
+    if not dist.is_main():
+        return _Discard()
+    if start:
+        for tsv in (Path(directory) / "plots" / "metrics").rglob("*.tsv"):
+            header, *rows = tsv.read_text().splitlines()
+            kept = [r for r in rows if int(r.split("\t", 1)[0]) < start]
+            tsv.write_text("\n".join([header, *kept]) + "\n")
+    logger = Live(str(directory), dvcyaml=False, save_dvc_exp=False, resume=start > 0)
+    logger.step = start
+    return logger
+
+
+class _Discard:
+    """The logger of the processes that do not write (torchrun ranks > 0)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def log_metric(self, *args, **kwargs) -> None:
+        pass
+
+    def next_step(self) -> None:
+        pass
 
 
 def fingerprint(*paths: Path) -> dict[str, str]:
@@ -197,7 +304,8 @@ class Checkpoint:
         if state.get("complete"):  # a finished run (e.g. `dvc repro --force`): train again
             return 0, {}
         if state["params"] != self.params:
-            print(f"{self.path}: made with other params; starting fresh")
+            if dist.is_main():
+                print(f"{self.path}: made with other params; starting fresh")
             return 0, {}
         for name, obj in self.stateful.items():
             if isinstance(obj, torch.Generator):
@@ -205,10 +313,13 @@ class Checkpoint:
             else:
                 obj.load_state_dict(state["objects"][name])
         torch.set_rng_state(state["torch_rng"])
-        print(f"{self.path}: resuming after epoch {state['epoch']}")
+        if dist.is_main():
+            print(f"{self.path}: resuming after epoch {state['epoch']}")
         return state["epoch"] + 1, state["extra"]
 
     def save(self, epoch: int, **extra) -> None:
+        if not dist.is_main():  # every process holds the same state
+            return
         objects = {
             n: o.get_state() if isinstance(o, torch.Generator) else o.state_dict() for n, o in self.stateful.items()
         }

@@ -35,17 +35,15 @@ def all_train_rle(realdata, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny_siim(realdata, tmp_path_factory) -> Path:
-    """The real SIIM samples prepared at 32 px (siim/) and a seeded random ResNet34 encoder
-    (encoder.safetensors): the inputs of a tiny real U-Net training."""
-    tmp = tmp_path_factory.mktemp("tiny")
+def unet_inputs(siim_root: Path, tmp: Path, split: dict) -> Path:
+    """The inputs of a tiny real U-Net training in `tmp`: the SIIM folder `siim_root`
+    prepared at 32 px (siim/) and a seeded random ResNet34 encoder (encoder.safetensors)."""
     prepare.prepare_siim(
-        root=realdata / "siim",
+        root=siim_root,
         rle_csv="train-rle.csv",
         out_dir=tmp / "siim",
         image_size=32,
-        split={"train": 0.6, "val": 0.2, "test": 0.2},
+        split=split,
         seed=0,
         strict=True,
         workers=1,
@@ -53,3 +51,10 @@ def tiny_siim(realdata, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     models.save_checkpoint(tmp / "encoder.safetensors", models.build_encoder(1), kind="encoder", encoder="resnet34")
     return tmp
+
+
+@pytest.fixture(scope="module")
+def tiny_siim(realdata, tmp_path_factory) -> Path:
+    """The real SIIM samples as tiny U-Net training inputs (see unet_inputs)."""
+    split = {"train": 0.6, "val": 0.2, "test": 0.2}
+    return unet_inputs(realdata / "siim", tmp_path_factory.mktemp("tiny"), split)

@@ -99,3 +99,17 @@ def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
     train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).finish()
     assert train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).restore() == (0, {})
     assert (tmp_path / "c.pt").stat().st_size < 2000
+
+
+def test_resumed_history_drops_rows_after_the_checkpoint_and_torn_writes(tmp_path):
+    """A kill can land after dvclive logged an epoch but before its checkpoint, or in the
+    middle of dvclive writing: the resumed history has each epoch once, and no torn row."""
+    tsv = tmp_path / "plots" / "metrics" / "train" / "loss.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("step\tloss\n0\t1.0\n1\t0.9\n2\t0.8\n3\t0.")  # epoch 2 logged, not checkpointed; 3 torn
+    (tmp_path / "metrics.json").write_text('{"train": {"lo')  # torn summary
+    with train.live(tmp_path, start=2) as live:
+        live.log_metric("train/loss", 0.7)
+        live.next_step()
+    assert tsv.read_text().splitlines() == ["step\tloss", "0\t1.0", "1\t0.9", "2\t0.7"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 2

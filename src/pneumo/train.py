@@ -110,17 +110,17 @@ def loader(
     rt: Runtime | None = None,
 ) -> DataLoader:
     """Batches of `dataset` drawn in `order` (default: sequential). `train` drops the last
-    incomplete batch (every step sees a full batch; batch norm never sees a batch of 1).
-    Under torchrun each process gets its slice of every global batch (`dist.Shard`)."""
+    incomplete batch (every step sees a full batch; batch norm never sees a batch of 1),
+    unless the data is smaller than one batch. Under torchrun each process gets its slice
+    of every global batch (`dist.Shard`)."""
     order = order if order is not None else SequentialSampler(dataset)
-    n_batches = len(order) // batch_size if train else 1
-    if n_batches == 0:
-        raise ValueError(f"{len(order)} training samples: fewer than one batch of {batch_size}")
+    if not len(order):
+        raise ValueError("no samples to load")
     rt = rt or Runtime(torch.device("cpu"))
     return DataLoader(
         dataset,
         batch_size=batch_size // dist.world(),
-        sampler=dist.Shard(order, batch_size, drop_last=train),
+        sampler=dist.Shard(order, batch_size, drop_last=train and len(order) >= batch_size),
         num_workers=rt.workers,
         persistent_workers=rt.workers > 0,
         pin_memory=rt.pin_memory,
@@ -240,11 +240,16 @@ def live(directory: Path, start: int = 0):
 
     if not dist.is_main():
         return _Discard()
-    if start:
+    if start:  # a kill can land mid-write: drop a torn last row and an unreadable summary
         for tsv in (Path(directory) / "plots" / "metrics").rglob("*.tsv"):
-            header, *rows = tsv.read_text().splitlines()
+            header, *rows = tsv.read_text().split("\n")[:-1]  # the text after the last newline is torn
             kept = [r for r in rows if int(r.split("\t", 1)[0]) < start]
             tsv.write_text("\n".join([header, *kept]) + "\n")
+        summary = Path(directory) / "metrics.json"
+        try:
+            json.loads(summary.read_text())
+        except (OSError, ValueError):
+            summary.unlink(missing_ok=True)  # rewritten at the next step
     logger = Live(str(directory), dvcyaml=False, save_dvc_exp=False, resume=start > 0)
     logger.step = start
     return logger

@@ -153,3 +153,5 @@ def test_shard_gives_each_process_its_slice_of_every_global_batch():
     assert [len(b[0]) for b in loader] == [4, 4]
     small = train.loader(train.Arrays(np.zeros((3, 2, 2), np.uint8), None, np.arange(3)), 4, train=True)
     assert [len(b[0]) for b in small] == [3]  # less than one batch: that batch, not nothing
+    empty = train.loader(train.Arrays(np.zeros((3, 2, 2), np.uint8), None, np.arange(0)), 4)
+    assert train.run_model(torch.nn.Identity(), empty, torch.device("cpu")).numel() == 0  # an empty split

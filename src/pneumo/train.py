@@ -114,8 +114,6 @@ def loader(
     unless the data is smaller than one batch. Under torchrun each process gets its slice
     of every global batch (`dist.Shard`)."""
     order = order if order is not None else SequentialSampler(dataset)
-    if not len(order):
-        raise ValueError("no samples to load")
     rt = rt or Runtime(torch.device("cpu"))
     return DataLoader(
         dataset,

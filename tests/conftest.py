@@ -58,3 +58,27 @@ def tiny_siim(realdata, tmp_path_factory) -> Path:
     """The real SIIM samples as tiny U-Net training inputs (see unet_inputs)."""
     split = {"train": 0.6, "val": 0.2, "test": 0.2}
     return unet_inputs(realdata / "siim", tmp_path_factory.mktemp("tiny"), split)
+
+
+def unet_run(tmp: Path, run: str, **overrides) -> dict:
+    """`segment.train_unet` keyword arguments for a tiny run on `unet_inputs(tmp)` with its
+    outputs under tmp/run (all but the runtime)."""
+    return {
+        "variant": "none",
+        "encoder_path": tmp / "encoder.safetensors",
+        "siim_dir": tmp / "siim",
+        "out_path": tmp / run / "model.safetensors",
+        "live_dir": tmp / run / "live",
+        "checkpoint_path": tmp / run / "checkpoint.pt",
+        "epochs": 1,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "pixel_loss": "bce",
+        "dice_weight": 1.0,
+        "pixel_weight": 1.0,
+        "freeze_encoder_epochs": 1,
+        "positive_share": 0.5,
+        "postprocess_grid": {"tops": [0.5], "min_area_fractions": [0.0], "bottoms": [0.5]},
+        "seed": 0,
+        **overrides,
+    }

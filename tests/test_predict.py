@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import unet_run
 
 from pneumo import prepare, rle, segment, train
 from pneumo.cli import main
@@ -22,25 +23,7 @@ def model_dir(tiny_siim) -> Path:
     about half of the images positive (so both kinds of rows are exercised)."""
     tmp = tiny_siim
     torch.manual_seed(0)
-    segment.train_unet(
-        variant="test",
-        encoder_path=tmp / "encoder.safetensors",
-        siim_dir=tmp / "siim",
-        out_path=tmp / "model" / "model.safetensors",
-        live_dir=tmp / "live",
-        checkpoint_path=tmp / "checkpoint.pt",
-        epochs=1,
-        batch_size=4,
-        lr=1e-3,
-        pixel_loss="bce",
-        dice_weight=1.0,
-        pixel_weight=1.0,
-        freeze_encoder_epochs=0,
-        positive_share=0.5,
-        postprocess_grid={"tops": [0.5], "min_area_fractions": [0.0], "bottoms": [0.5]},
-        seed=0,
-        rt=train.runtime("cpu"),
-    )
+    segment.train_unet(**unet_run(tmp, "model", variant="test", freeze_encoder_epochs=0), rt=train.runtime("cpu"))
     model, _ = segment.load_unet(tmp / "model" / "model.safetensors", torch.device("cpu"))
     images, _, _ = prepare.load_prepared(tmp / "siim")
     peaks = (

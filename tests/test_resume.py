@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import unet_run
 
 from pneumo import models, train
 
@@ -32,26 +33,9 @@ def setup(tiny_siim):
 
 
 def kwargs(tmp: Path, run: str) -> dict:
-    return dict(
-        variant="none",
-        encoder_path=str(tmp / "encoder.safetensors"),
-        siim_dir=str(tmp / "siim"),
-        out_path=str(tmp / run / "model.safetensors"),
-        live_dir=str(tmp / run / "live"),
-        checkpoint_path=str(tmp / run / "checkpoint.pt"),
-        epochs=EPOCHS,
-        batch_size=4,
-        lr=1e-3,
-        pixel_loss="bce",
-        dice_weight=1.0,
-        pixel_weight=1.0,
-        freeze_encoder_epochs=1,
-        positive_share=0.5,
-        postprocess_grid={"tops": [0.5], "min_area_fractions": [0.0], "bottoms": [0.5]},
-        seed=0,
-        device="cpu",
-        params={"epochs": EPOCHS},
-    )
+    """JSON-ready arguments of the run script (paths as strings, the device by name)."""
+    args = unet_run(tmp, run, epochs=EPOCHS, device="cpu", params={"epochs": EPOCHS})
+    return {k: str(v) if isinstance(v, Path) else v for k, v in args.items()}
 
 
 def start(args: dict) -> subprocess.Popen:

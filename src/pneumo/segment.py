@@ -97,6 +97,8 @@ def train_unet(
     batch_fn = batches(rt, generator)
 
     areas = metrics.min_areas(postprocess_grid["min_area_fractions"], images.shape[1])
+    val_masks = np.asarray(masks[val_idx])  # read once, not every epoch
+    val_positive = val_masks.any(axis=(1, 2))
     checkpoint = train.Checkpoint(
         checkpoint_path,
         {**(params or {}), "variant": variant, "inputs": train.fingerprint(encoder_path, siim_dir)},
@@ -125,14 +127,14 @@ def train_unet(
             val_dice = float("nan")
             if len(val_idx):  # without a validation split, the last epoch is kept
                 probs = predict_probs(model, images, val_idx, rt, batch_size)
-                dice = metrics.dice_per_image(probs > 0.5, masks[val_idx])
-                positive = masks[val_idx].reshape(len(val_idx), -1).any(1)
+                dice = metrics.dice_per_image(probs > 0.5, val_masks)
                 grid = (postprocess_grid["tops"], areas, postprocess_grid["bottoms"])
-                val_dice = metrics.tune_postprocess(probs, masks[val_idx], *grid)["score"]
+                val_dice = metrics.tune_postprocess(probs, val_masks, *grid)["score"]
                 live.log_metric("val/siim_dice", val_dice)
                 live.log_metric("val/siim_dice_at_0.5", float(dice.mean()))
                 live.log_metric(
-                    "val/dice_positive_at_0.5", float(dice[positive].mean()) if positive.any() else float("nan")
+                    "val/dice_positive_at_0.5",
+                    float(dice[val_positive].mean()) if val_positive.any() else float("nan"),
                 )
             live.next_step()
             if val_dice > best["val_dice"] or not len(val_idx):

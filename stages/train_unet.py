@@ -1,5 +1,5 @@
 """DVC stage `train_unet@<variant>-<seed>`: fine-tune a U-Net (ResNet34 encoder) on the
-prepared SIIM data from one encoder initialisation; keeps the best validation epoch."""
+prepared SIIM data from one encoder initialisation; keeps the epoch with the lowest validation loss."""
 
 import argparse
 from pathlib import Path
@@ -27,11 +27,10 @@ best = train_unet(
     out_path=args.out,
     live_dir=args.live,
     checkpoint_path=args.checkpoint,
-    postprocess_grid={k: p["evaluate"][k] for k in ("tops", "min_area_fractions", "bottoms")},
     seed=args.seed,
     resume=p["resume"],
     rt=params.runtime(p),
     params={**stage, "seed": args.seed},
     **stage,
 )
-print(f"best validation SIIM Dice {best['val_dice']:.4f} at epoch {best['epoch']}")
+print(f"selected epoch {best['epoch']}: validation loss {best['val_loss']:.4f}")

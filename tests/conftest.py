@@ -78,7 +78,6 @@ def unet_run(tmp: Path, run: str, **overrides) -> dict:
         "pixel_weight": 1.0,
         "freeze_encoder_epochs": 1,
         "positive_share": 0.5,
-        "postprocess_grid": {"tops": [0.5], "min_area_fractions": [0.0], "bottoms": [0.5]},
         "seed": 0,
         **overrides,
     }

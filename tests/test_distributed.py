@@ -22,13 +22,16 @@ EPOCHS = 3
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A synthetic SIIM set prepared at 32 px, a seeded encoder and a params.yaml. No
-    validation split: the stage then keeps the last epoch, the weights compared here."""
+    validation split: the stage then keeps the last epoch, the weights compared here.
+    Findings follow the real SIIM area calibration (ln area mean -4.83): the tolerance
+    below was measured on it (with the default's 2.5x larger findings the two processes'
+    half-batch batch-norm statistics differ more: 0.43% apart)."""
     tmp = tmp_path_factory.mktemp("ddp")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     synth.synthesize(
         siim_dir=tmp / "raw" / "siim",
         cxr14_dir=tmp / "raw" / "cxr14",
-        **{**params["synthesize"], "n_siim": 64, "n_test": 0, "n_cxr14": 0, "size": 64},
+        **{**params["synthesize"], "n_siim": 64, "n_test": 0, "n_cxr14": 0, "size": 64, "log_area_mean": -4.83},
         seed=0,
     )
     unet_inputs(tmp / "raw" / "siim", tmp, split={"train": 0.75, "val": 0.0, "test": 0.25})
@@ -77,7 +80,7 @@ def test_two_processes_under_torchrun_match_one(workspace):
     ddp_log, ddp = launch(workspace, 2)
     assert "DistributedDataParallel" not in single_log
     assert "DistributedDataParallel: 2 processes, backend gloo, device cpu" in ddp_log
-    assert ddp_log.count("best validation SIIM Dice") == 2  # both processes ran the stage ...
+    assert ddp_log.count("selected epoch") == 2  # both processes ran the stage ...
     assert sorted(p.name for p in ddp.iterdir()) == sorted(p.name for p in single.iterdir())  # ... one wrote
 
     loss_1, loss_2 = history(single, "train/loss.tsv"), history(ddp, "train/loss.tsv")

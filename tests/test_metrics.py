@@ -101,3 +101,19 @@ def test_clustering_scores():
     constant = metrics.clustering_scores(np.zeros(6, int), labels)
     assert constant["nmi"] == pytest.approx(0.0) and constant["purity"] == pytest.approx(1 / 3)
     assert metrics.purity(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1])) == pytest.approx(3 / 4)
+
+
+def test_resampled_clustering_scores_equal_sklearn_on_the_expanded_sample():
+    """Bootstrap NMI/ARI from the contingency table equal sklearn's scores on the images
+    repeated as often as the resample draws them (and on the data itself for weights 1)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    rng = np.random.default_rng(0)
+    clusters = rng.integers(0, 5, 300)
+    labels = np.where(rng.random(300) < 0.6, clusters % 3, rng.integers(0, 3, 300))
+    counts = np.vstack([np.ones(300), rng.multinomial(300, np.full(300, 1 / 300), 3)])
+    scores = metrics.clustering_scores_resampled(clusters, labels, counts)
+    for b, w in enumerate(counts.astype(int)):
+        c, lab = np.repeat(clusters, w), np.repeat(labels, w)
+        assert scores["nmi"][b] == pytest.approx(normalized_mutual_info_score(lab, c))
+        assert scores["ari"][b] == pytest.approx(adjusted_rand_score(lab, c))

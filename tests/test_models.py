@@ -13,7 +13,20 @@ from pneumo import models, synth, train
 def test_autoencoders_build_and_reconstruct_shape(arch):
     model = models.build_autoencoder(arch, in_channels=1, depth=3, width=8, latent=16)
     x = torch.randn(2, 1, 64, 64)
-    assert model(x).shape == x.shape and model.encode(x).shape == (2, 16)
+    assert model(x).shape == x.shape
+    maps = [*model.stages(x)[-3:], model.bottleneck(x)]
+    assert model.encode(x).shape == (2, sum(m.shape[1] for m in maps))  # grid 1: global averages
+    cells = sum(m.shape[1] * min(4, m.shape[-1]) ** 2 for m in maps)
+    assert model.encode(x, grid=4).shape == (2, cells) and cells > 4 * sum(m.shape[1] for m in maps)
+
+
+def test_grid_features_tell_where_a_pattern_is_and_global_averages_do_not():
+    """A bright square in the top-left vs the same square in the bottom-right: identical
+    global averages of a translation-equivariant map, different grid cells."""
+    left, right = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    left[..., 1:5, 1:5], right[..., 11:15, 11:15] = 1.0, 1.0
+    assert torch.equal(models.pooled_features([left], 1), models.pooled_features([right], 1))
+    assert not torch.equal(models.pooled_features([left], 4), models.pooled_features([right], 4))
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -93,3 +106,15 @@ def test_augment_moves_image_and_mask_together():
     xa, ma = train.augment(x, mask, g, contrast=0.0)
     assert ma.shape == mask.shape and set(ma.unique().tolist()) <= {0.0, 1.0}
     assert ((xa > 1.5) == (ma > 0.5)).float().mean() > 0.97  # same warp for both
+
+
+def test_hide_cells_masks_whole_cells_reproducibly():
+    from pneumo.autoencoder import hide_cells
+
+    x = torch.randn(4, 1, 32, 32)
+    assert torch.equal(hide_cells(x, 0.0, torch.Generator().manual_seed(0)), x)
+    a = hide_cells(x, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(a, hide_cells(x, 0.5, torch.Generator().manual_seed(0)))
+    hidden = (a == 0).reshape(4, 8, 4, 8, 4).all(dim=(2, 4))  # 8x8 cells of 4x4 pixels, each all or nothing
+    kept = (a == x).reshape(4, 8, 4, 8, 4).all(dim=(2, 4))
+    assert (hidden | kept).all() and 0.3 < hidden.float().mean() < 0.7

@@ -20,6 +20,8 @@ SMOKE = {
     "train_autoencoder": {"epochs": 1, "batch_size": 16},
     "pretrain_encoder": {"epochs": 1, "batch_size": 16},
     "train_unet": {"epochs": 2, "batch_size": 8},
+    "cluster_latents": {"resamples": 200},
+    "report": {"resamples": 200},
 }
 
 
@@ -74,18 +76,24 @@ def test_default_pipeline_end_to_end(repo):
         "pretrain_encoder@pseudo_labels",
         "train_unet@autoencoder-0",
         "evaluate@none-0",
+        "baselines",
         "report",
         "predict_test",
         "activation_maps@pseudo_labels-0",
     ):
         assert f"Running stage '{stage}'" in out
     table = (repo / "metrics" / "ablation.md").read_text()
-    for variant in ("none", "labels", "pseudo_labels", "autoencoder", "all_empty"):
+    for variant in ("none", "labels", "pseudo_labels", "autoencoder"):
         assert f"| {variant} | 1 |" in table
+    for baseline in ("all_empty", "location_prior"):
+        assert f"| {baseline} (baseline) |" in table
     ablation = json.loads((repo / "metrics" / "ablation.json").read_text())
-    assert 0 <= ablation["none"]["siim_dice"]["mean"] <= 1
+    none = ablation["variants"]["none"]["siim_dice"]
+    assert 0 <= none["low"] <= none["value"] <= none["high"] <= 1
+    assert set(ablation["vs_none"]) == {"labels", "pseudo_labels", "autoencoder"}
     pseudo = json.loads((repo / "metrics" / "pseudo_labels.json").read_text())
-    assert set(pseudo) >= {"autoencoder", "raw_pixels"} and 0 <= pseudo["autoencoder"]["nmi"] <= 1
+    assert set(pseudo) >= {"autoencoder", "raw_pixels", "nmi_difference"}
+    assert pseudo["autoencoder"]["nmi_low"] <= pseudo["autoencoder"]["nmi"] <= pseudo["autoencoder"]["nmi_high"]
     assert json.loads((repo / "metrics" / "prepare_cxr14.json").read_text())["excluded_leakage"] > 0
     card = (repo / "models" / "unet" / "labels-0" / "MODEL_CARD.md").read_text()
     assert "synthetic data" in card and "all empty" in card

@@ -36,13 +36,64 @@ def test_prepare_siim_on_real_samples(realdata, tmp_path):
     index = (out / "index.csv").read_text().splitlines()
     assert index[0] == "image_id,patient_id,split,has_pneumothorax,mask_pixels" and len(index) == 11
     rows = [line.split(",") for line in index[1:]]
-    assert sum(int(r[3]) for r in rows) == counts["positive"] == 5
+    assert sum(int(r[3]) for r in rows) == counts["positive"] == 5 and counts["positive_below_4px"] == 0
     for i, r in enumerate(rows):
         assert int(r[4]) == masks[i].sum() and (int(r[3]) == 1) == (masks[i].sum() > 0)
     table = rle.read_csv(realdata / "siim" / "train-rle.csv")
     big = rle.render(table.rles[rows[1][0]], 1024, 1024)
     assert np.array_equal(masks[1], prepare.resize_mask(big, 128))
     assert not (tmp_path / "siim.tmp").exists()
+
+
+def box(size: int, rows: slice, cols: slice) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[rows, cols] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    "mask, size, expected_pixels",
+    [
+        (box(1024, slice(0, 1), slice(0, 1)), 64, 1),  # one full-size pixel: 1/256 of a small pixel, kept
+        (box(1024, slice(100, 104), slice(500, 540)), 64, 1),  # a thin strip under half of every small pixel
+        (box(1024, slice(0, 7), slice(0, 64)), 64, 2),  # 7x64 px = 1.75 small pixels of area, none half covered
+        (box(1024, slice(0, 32), slice(0, 32)), 64, 4),  # 2x2 small pixels fully covered: the usual rule
+        (box(1024, slice(1016, 1024), slice(1016, 1024)), 64, 1),  # at the last pixel
+        (box(64, slice(10, 20), slice(10, 20)), 64, 100),  # same size: unchanged
+        (np.zeros((1024, 1024), bool), 64, 0),  # empty stays empty
+    ],
+)
+def test_resize_mask_keeps_every_finding_and_its_area(mask, size, expected_pixels):
+    small = prepare.resize_mask(mask, size)
+    assert small.shape == (size, size) and small.dtype == np.uint8
+    assert int(small.sum()) == expected_pixels
+    assert small.any() == mask.any()
+
+
+def test_resize_mask_rescues_only_regions_that_would_vanish():
+    """A large region follows the half-coverage rule; a tiny second region elsewhere keeps
+    its most-covered pixel instead of vanishing, and nothing outside the regions is set."""
+    mask = box(1024, slice(0, 512), slice(0, 512)) | box(1024, slice(900, 903), slice(900, 903))
+    small = prepare.resize_mask(mask, 64)
+    assert small[:32, :32].all() and small.sum() == 32 * 32 + 1 and small[900 // 16, 900 // 16]
+
+
+def test_no_real_positive_vanishes_at_the_working_size(all_train_rle):
+    """Every positive row of the public SIIM labels still has a mask at 64 and 128 px, with
+    about its area (the old half-coverage rule erased a quarter of them at 64 px)."""
+    table = rle.read_csv(all_train_rle)
+    positives = {k: v for k, v in table.rles.items() if v != [rle.EMPTY]}
+    assert len(positives) == 2669
+    rng = np.random.default_rng(0)
+    sample = [positives[k] for k in rng.choice(sorted(positives), 400, replace=False)]
+    for size in (64, 128):
+        ratios = []
+        for rows in sample:
+            full = rle.render(rows, 1024, 1024)
+            small = prepare.resize_mask(full, size)
+            assert small.any()
+            ratios.append(small.sum() / (full.sum() * (size / 1024) ** 2))
+        assert 0.9 < np.median(ratios) < 1.1
 
 
 def test_patient_split_keeps_patients_together():

@@ -2,10 +2,17 @@
 
 For a fixed set of test images (same for every variant: chosen by seed, half positive) a
 grid row shows the radiograph, its ground-truth outline, the predicted outline, the
-U-Net's Grad-CAM (target: sum of mask logits) and, for encoders pretrained with a head,
-that head's Grad-CAM (Pneumothorax logit for `labels`, predicted cluster for
-`pseudo_labels`). The metric is the share of U-Net activation mass inside the dilated
-ground-truth mask, over all positive test images.
+U-Net's Grad-CAM and, for encoders pretrained with a head, that head's Grad-CAM
+(Pneumothorax logit for `labels`, predicted cluster for `pseudo_labels`).
+
+The U-Net's Grad-CAM target is the sum of its mask logits inside a region (not over all
+pixels, which would explain mostly the background): the post-processed predicted mask
+where it is non-empty, else the ground-truth mask (so a missed finding still shows what
+drives the logits there), else the pixels above probability 0.5, else nothing (an
+all-zero map). The metric is the share of U-Net activation mass inside the dilated
+ground-truth mask, over all positive test images, with how many of them used the
+prediction and how many the truth as target; with the prediction as target the metric
+also reflects how well the prediction overlaps the truth.
 """
 
 from __future__ import annotations
@@ -35,6 +42,23 @@ def _head_model(head_path: Path, variant: str, classes: list[str], device: torch
     return classifier.to(device).eval(), target
 
 
+PREDICTION, TRUTH, PROBABILITY, NONE = "prediction", "truth", "probability", "none"
+
+
+def unet_regions(probs: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM target regions (N, H, W) and where each came from (N,): the post-processed
+    `predicted` mask if non-empty, else the `truth` mask, else `probs` > 0.5, else none."""
+    predicted, truth = np.asarray(predicted, bool), np.asarray(truth, bool)
+    likely = np.asarray(probs) > 0.5
+    regions, sources = np.zeros_like(predicted), np.full(len(predicted), NONE, dtype=object)
+    for k in range(len(predicted)):
+        for mask, source in ((predicted[k], PREDICTION), (truth[k], TRUTH), (likely[k], PROBABILITY)):
+            if mask.any():
+                regions[k], sources[k] = mask, source
+                break
+    return regions, sources
+
+
 def activation_maps(
     *,
     model_dir: Path,
@@ -59,20 +83,41 @@ def activation_maps(
     positive = test[masks[test].reshape(len(test), -1).any(1)]
     negative = np.setdiff1d(test, positive)
 
-    def cams(model, stage, indices, target):
-        out = []
+    def batches(indices):
         for start in range(0, len(indices), batch_size):
-            x = train.to_input(torch.from_numpy(np.array(images[indices[start : start + batch_size]]))).to(dev)
-            out.append(gradcam.gradcam(model, getattr(stage, layer), x, target))
+            chunk = indices[start : start + batch_size]
+            yield chunk, train.to_input(torch.from_numpy(np.array(images[chunk]))).to(dev)
+
+    def unet_cams(indices):
+        """U-Net heat maps, post-processed predictions and target sources, batch by batch."""
+        heat, predicted, sources = [], [], []
+        for chunk, x in batches(indices):
+            with torch.no_grad():
+                probs = torch.sigmoid(unet(x)).cpu().numpy()[:, 0]
+            pred = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
+            regions, source = unet_regions(probs, pred, masks[chunk])
+            target = gradcam.region_logit_sum(torch.from_numpy(regions))
+            heat.append(gradcam.gradcam(unet, getattr(unet.encoder, layer), x, target))
+            predicted.append(pred)
+            sources.append(source)
+        if not heat:
+            empty = np.zeros((0, *images.shape[1:]))
+            return empty, empty.astype(bool), np.zeros(0, dtype=object)
+        return np.concatenate(heat), np.concatenate(predicted), np.concatenate(sources)
+
+    def head_cams(model, indices, target):
+        out = [gradcam.gradcam(model, getattr(model.encoder, layer), x, target) for _, x in batches(indices)]
         return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]))
 
-    heat_pos = cams(unet, unet.encoder, positive, gradcam.mask_logit_sum)
+    heat_pos, _, sources_pos = unet_cams(positive)
     inside = gradcam.mass_inside(heat_pos, masks[positive], dilate)
     result = {
         "variant": variant,
         "layer": layer,
         "positive_test_images": int(len(positive)),
         "activation_mass_inside_mask": float(inside.mean()) if len(inside) else float("nan"),
+        "target_prediction_images": int((sources_pos == PREDICTION).sum()),
+        "target_truth_images": int((sources_pos == TRUTH).sum()),
     }
 
     rng = np.random.default_rng(seed)
@@ -82,14 +127,16 @@ def activation_maps(
     )
     shown = np.sort(shown)[:n_images]
     heads, head_target = _head_model(head_path, variant, classes, dev)
-    unet_heat = cams(unet, unet.encoder, shown, gradcam.mask_logit_sum)
-    head_heat = cams(heads, heads.encoder, shown, head_target) if heads is not None else None
-    with torch.no_grad():
-        probs = (
-            torch.sigmoid(unet(train.to_input(torch.from_numpy(np.array(images[shown]))).to(dev))).cpu().numpy()[:, 0]
-        )
-    pred = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
+    unet_heat, pred, _ = unet_cams(shown)
+    head_heat = head_cams(heads, shown, head_target) if heads is not None else None
     scale = max(1, 192 // images.shape[1])
+    headers = ["radiograph", "truth (green)", "prediction (red)", "U-Net Grad-CAM"]
+    if head_heat is not None:
+        headers.append(f"head Grad-CAM ({'Pneumothorax' if variant == 'labels' else 'cluster'})")
+    title = (
+        f"activation maps: {variant}, layer {layer}, mass inside mask {result['activation_mass_inside_mask']:.3f}"
+        " (U-Net target: logits in the prediction, else the truth, else p>0.5)"
+    )
     grid_rows = []
     for k, i in enumerate(shown):
         image = np.asarray(images[i])
@@ -103,6 +150,7 @@ def activation_maps(
             row.append(overlay.heatmap(image, head_heat[k], scale))
         grid_rows.append(row)
     grid_path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(grid_path), overlay.grid(grid_rows) if grid_rows else np.full((8, 8, 3), 255, np.uint8))
+    picture = overlay.grid(grid_rows, headers=headers, title=title) if grid_rows else np.full((8, 8, 3), 255, np.uint8)
+    cv2.imwrite(str(grid_path), picture)
     metrics_path.write_text(json.dumps(result, indent=1) + "\n")
     return result

@@ -15,6 +15,20 @@ from pneumo.prepare import load_prepared, split_indices
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
+def hide_cells(x: torch.Tensor, ratio: float, generator: torch.Generator, cells: int = 8) -> torch.Tensor:
+    """Masked reconstruction input: a random `ratio` of the cells of a cells x cells grid set
+    to the normalised mean (0). Reconstructing the whole image from the rest makes the
+    encoder model anatomy and findings from their context instead of copying pixels (a
+    context-encoder / masked-autoencoder objective). Under torchrun the cells are drawn for
+    the global batch and each process takes its rows, as in `train.augment`."""
+    if ratio <= 0:
+        return x
+    rows = dist.local_rows(x.shape[0] * dist.world())
+    draw = torch.rand(x.shape[0] * dist.world(), 1, cells, cells, generator=generator)[rows]
+    keep = (draw >= ratio).to(x.device, x.dtype)
+    return x * F.interpolate(keep, size=x.shape[-2:], mode="nearest")
+
+
 def train_autoencoder(
     *,
     images_dir: Path,
@@ -28,6 +42,7 @@ def train_autoencoder(
     width: int,
     latent: int,
     loss: str,
+    mask_ratio: float,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -50,9 +65,11 @@ def train_autoencoder(
     train_data = train.loader(train_set, batch_size, order=order, train=True, rt=rt)
     val_data = train.loader(train.Arrays(images, None, val_idx), batch_size, rt=rt)
 
+    generator = torch.Generator().manual_seed(seed)
+
     def batch_fn(batch):
         x = train.to_input(batch[0]).to(rt.device, non_blocking=True)
-        return x, x
+        return hide_cells(x, mask_ratio, generator), x
 
     def per_image_loss(m, x):  # validation loss, image by image: no full-size reconstructions kept
         return criterion(m(x).float(), x, reduction="none").flatten(1).mean(1)
@@ -64,6 +81,7 @@ def train_autoencoder(
         model=model,
         optimizer=optimizer,
         order=order.generator,
+        hide=generator,
     )
     start, saved = checkpoint.restore()
     train_loss, val_loss = saved.get("train_loss", float("nan")), saved.get("val_loss", float("nan"))

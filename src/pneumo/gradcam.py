@@ -5,7 +5,9 @@ A short implementation with a forward hook on the chosen encoder stage (the last
 output's gradient with respect to them, summed over channels, rectified, upsampled to the
 input size and scaled to [0, 1] per image. The target is any function of the model output
 that gives one score per image: a class logit of a pretraining head, the predicted
-cluster's logit, or the sum of a U-Net's mask logits.
+cluster's logit, or, for a U-Net, the sum of its mask logits inside a region per image
+(pytorch-grad-cam's `SemanticSegmentationTarget`). Summing over all pixels instead would
+explain mostly the background, which is most pixels and has large negative logits.
 """
 
 from __future__ import annotations
@@ -55,9 +57,19 @@ def predicted_class(logits: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, logits.argmax(1, keepdim=True))[:, 0]
 
 
-def mask_logit_sum(logits: torch.Tensor) -> torch.Tensor:
-    """Target: the sum of a U-Net's pixel logits per image."""
-    return logits.flatten(1).sum(1)
+def region_logit_sum(regions: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Target: per image, the sum of a U-Net's mask logits (B, 1, H, W) inside its region.
+
+    `regions` (B, H, W), bool or 0/1, is for one batch, so build the target per batch. An
+    empty region scores 0 whatever the input: no gradient, so an all-zero heat map."""
+
+    def target(logits: torch.Tensor) -> torch.Tensor:
+        if logits.ndim != 4 or logits.shape[1] != 1 or regions.shape != (logits.shape[0], *logits.shape[2:]):
+            raise ValueError(f"regions {tuple(regions.shape)} do not fit mask logits {tuple(logits.shape)}")
+        inside = regions.to(device=logits.device, dtype=logits.dtype)[:, None]
+        return (logits * inside).flatten(1).sum(1)
+
+    return target
 
 
 def mass_inside(heat: np.ndarray, masks: np.ndarray, dilate: int) -> np.ndarray:

@@ -110,3 +110,34 @@ def clustering_scores(clusters: np.ndarray, labels: np.ndarray) -> dict:
         "ari": float(adjusted_rand_score(labels, clusters)),
         "purity": purity(clusters, labels),
     }
+
+
+def _entropy(counts: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each row of non-negative counts, (B, K) -> (B,)."""
+    p = counts / np.maximum(counts.sum(1, keepdims=True), 1e-12)
+    return -(p * np.log(np.where(p > 0, p, 1))).sum(1)
+
+
+def clustering_scores_resampled(clusters: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict:
+    """NMI (arithmetic normalisation, sklearn's default) and ARI of fixed cluster ids
+    against true labels, for every row of `weights` (B, N): bootstrap multiplicities of the
+    images. Both scores are functions of the cluster x label contingency table, so each
+    resample is one matrix product, not a refit. Weights of ones give `clustering_scores`."""
+    _, c = np.unique(clusters, return_inverse=True)
+    _, lab = np.unique(labels, return_inverse=True)
+    k, m = c.max() + 1, lab.max() + 1
+    pairs = np.zeros((len(c), k * m))
+    pairs[np.arange(len(c)), c * m + lab] = 1
+    table = (np.asarray(weights, float) @ pairs).reshape(len(weights), k, m)
+    n = table.sum((1, 2))
+    rows, cols = table.sum(2), table.sum(1)
+    joint = table.reshape(len(table), -1)
+    mutual = _entropy(rows) + _entropy(cols) - _entropy(joint)
+    mean_h = (_entropy(rows) + _entropy(cols)) / 2
+    nmi = np.where(mean_h > 0, mutual / np.maximum(mean_h, 1e-12), 1.0)
+    pairs_of = lambda x: (x * (x - 1) / 2).sum(1)  # noqa: E731 - pairs within each cell / row / column
+    index, a, b = pairs_of(joint), pairs_of(rows), pairs_of(cols)
+    expected = a * b / np.maximum(n * (n - 1) / 2, 1)
+    spread = (a + b) / 2 - expected
+    ari = np.where(spread != 0, (index - expected) / np.where(spread != 0, spread, 1), 1.0)
+    return {"nmi": np.clip(nmi, 0, 1), "ari": ari}

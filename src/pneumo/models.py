@@ -14,6 +14,7 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -57,6 +58,14 @@ def _decoder(latent: int, chans: list[int], out_channels: int) -> nn.Sequential:
     return nn.Sequential(*blocks, nn.Conv2d(c_prev, out_channels, 3, padding=1))
 
 
+def pooled_features(maps: list[torch.Tensor], grid: int) -> torch.Tensor:
+    """Each feature map average-pooled to a grid x grid layout (its own size when smaller),
+    flattened and concatenated, (B, features). Unlike one global average, this keeps where
+    in the film a pattern sits and patterns a few pixels wide: a 1% finding is 1% of a
+    global average, but most of one grid cell."""
+    return torch.cat([F.adaptive_avg_pool2d(m, min(grid, m.shape[-1])).flatten(1) for m in maps], 1)
+
+
 class ConvAutoencoder(nn.Module):
     """Plain convolutional autoencoder; `depth` and `width` set its complexity."""
 
@@ -75,12 +84,23 @@ class ConvAutoencoder(nn.Module):
         self.to_latent = nn.Conv2d(c_prev, latent, 1)
         self.decoder = _decoder(latent, chans, in_channels)
 
-    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.encoder(x))
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps, finest first (one per stride-2 block)."""
+        maps = []
+        for i in range(0, len(self.encoder), 3):  # conv, batch norm, relu
+            x = self.encoder[i : i + 3](x)
+            maps.append(x)
+        return maps
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled latent vector per image, (B, latent)."""
-        return self.bottleneck(x).mean(dim=(2, 3))
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_latent(self.stages(x)[-1])
+
+    def encode(self, x: torch.Tensor, grid: int = 1) -> torch.Tensor:
+        """Latent features per image for clustering, (B, features): the last three encoder
+        stages and the bottleneck, each pooled to a grid x grid layout (grid 1 = global
+        averages)."""
+        maps = self.stages(x)[-3:]
+        return pooled_features([*maps, self.to_latent(maps[-1])], grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.bottleneck(x))
@@ -96,8 +116,8 @@ class ResNetAutoencoder(ConvAutoencoder):
         self.to_latent = nn.Conv2d(self.encoder.out_channels[-1], latent, 1)
         self.decoder = _decoder(latent, [width * 2**i for i in range(5)], in_channels)  # resnet34 halves 5 times
 
-    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.encoder(x)[-1])
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.encoder(x)[1:]  # smp's first feature is the input itself
 
 
 AUTOENCODERS: dict[str, type[ConvAutoencoder]] = {"conv": ConvAutoencoder, "resnet34": ResNetAutoencoder}

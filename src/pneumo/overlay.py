@@ -29,11 +29,64 @@ def heatmap(image: np.ndarray, heat: np.ndarray, scale: int = 1, alpha: float = 
     return cv2.addWeighted(base, 1 - alpha, colour, alpha, 0)
 
 
-def grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
-    """Tile equally sized BGR tiles into one image (rows of columns)."""
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text_width(text: str, scale: float, thickness: int) -> int:
+    return cv2.getTextSize(text, FONT, scale, thickness)[0][0]
+
+
+def _wrap(text: str, width: int, scale: float, thickness: int) -> list[str]:
+    """Greedy word wrap of `text` into lines at most `width` px wide (a longer word stays whole)."""
+    lines: list[str] = []
+    for word in text.split():
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and _text_width(joined, scale, thickness) <= width:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def _text_band(labels: list[str], widths: list[int], starts: list[int], total: int, scale: float) -> np.ndarray:
+    """White band (H, total, 3) with each label wrapped to, and centred in, its span [start, start + width)."""
+    thickness = max(1, round(scale * 2))
+    line_h = cv2.getTextSize("Ag", FONT, scale, thickness)[0][1] * 2
+    wrapped = []
+    for label, width in zip(labels, widths, strict=True):
+        lines = _wrap(label, width - 4, scale, thickness)
+        # a single word wider than the span is shrunk to fit rather than cut
+        fits = [min(scale, scale * (width - 4) / max(_text_width(x, scale, thickness), 1)) for x in lines]
+        wrapped.append(list(zip(lines, fits, strict=True)))
+    band = np.full((line_h * max(len(w) for w in wrapped) + line_h // 2, total, 3), 255, np.uint8)
+    for lines, start, width in zip(wrapped, starts, widths, strict=True):
+        for k, (line, fit) in enumerate(lines):
+            (tw, th), _ = cv2.getTextSize(line, FONT, fit, thickness)
+            origin = (start + (width - tw) // 2, line_h * k + (line_h + th) // 2 + line_h // 4)
+            cv2.putText(band, line, origin, FONT, fit, (0, 0, 0), thickness, cv2.LINE_AA)
+    return band
+
+
+def grid(
+    rows: list[list[np.ndarray]], pad: int = 2, headers: list[str] | None = None, title: str | None = None
+) -> np.ndarray:
+    """Tile equally sized BGR tiles into one image (rows of columns).
+
+    `headers` (one per column) label the columns in a white band above the first row, and
+    `title` is a line above that; both in black text scaled to the tile width and wrapped."""
     h, w = rows[0][0].shape[:2]
-    out = np.full((len(rows) * (h + pad) + pad, max(len(r) for r in rows) * (w + pad) + pad, 3), 255, np.uint8)
+    columns = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
     for i, row in enumerate(rows):
         for j, tile in enumerate(row):
             out[pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = tile
-    return out
+    scale = float(np.clip(w / 400, 0.3, 1.0))  # ~0.5 at 192 px tiles: about 20 characters per line
+    bands = []
+    if title:
+        bands.append(_text_band([title], [out.shape[1] - 2 * pad], [pad], out.shape[1], scale * 1.2))
+    if headers is not None:
+        if len(headers) != columns:
+            raise ValueError(f"{len(headers)} headers for {columns} columns")
+        starts = [pad + j * (w + pad) for j in range(columns)]
+        bands.append(_text_band(list(headers), [w] * columns, starts, out.shape[1], scale))
+    return np.concatenate([*bands, out]) if bands else out

@@ -25,6 +25,8 @@ from tqdm import tqdm
 
 from pneumo import cxr14, dicom, rle
 
+SMALL_MASK_PIXELS = 4  # a positive mask below this many pixels at the working size is counted apart
+
 
 class PrepareError(RuntimeError):
     """Raised in strict mode when any input was bad; lists every problem."""
@@ -39,14 +41,32 @@ def resize(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a 0/1 mask to size x size: area-average, then keep pixels at least half covered."""
+    """Resize a 0/1 mask to size x size without erasing small findings.
+
+    Each small pixel's coverage is the share of it the full-size mask covers (area
+    averaging). Pixels at least half covered are kept, the usual rule; but a region (a
+    connected patch of covered pixels) none of whose pixels reaches half coverage would
+    vanish, turning a labelled pneumothorax into an empty image that training and scoring
+    then treat as negative. Such a region keeps its most-covered pixels, as many as its
+    area in small pixels (at least one): the label survives and its area is kept, so image
+    labels and masks agree at the working resolution and a region is never grown beyond
+    its own footprint."""
     if not mask.any():
         return np.zeros((size, size), np.uint8)
     # masks from rle.render are transposed views of column-major buffers; area resizing to a
     # square commutes with transposition, so resize the contiguous buffer instead of copying
     transposed = not mask.flags.c_contiguous and mask.T.flags.c_contiguous
     source = mask.T if transposed else mask
-    small = (resize(source.view(np.uint8) * np.uint8(255), size) >= 128).astype(np.uint8)
+    coverage = resize((source != 0).astype(np.float32), size)
+    small = coverage >= 0.5
+    count, regions = cv2.connectedComponents((coverage > 0).astype(np.uint8), connectivity=8)
+    kept = np.unique(regions[small])
+    for k in np.setdiff1d(np.arange(1, count), kept):  # regions that would vanish
+        pixels = np.flatnonzero(regions == k)
+        share = coverage.flat[pixels]
+        n_keep = max(1, int(round(float(share.sum()))))
+        small.flat[pixels[np.argsort(-share, kind="stable")[:n_keep]]] = True
+    small = small.astype(np.uint8)
     return small.T.copy() if transposed else small
 
 
@@ -66,14 +86,8 @@ def _decode_siim(job: tuple[str, list[str] | None, int]) -> tuple[str, object]:
         if rles is None:
             return "error", f"{path}: image {image.image_id} has no row in the RLE CSV"
         h, w = image.pixels.shape
-        full = rle.render(rles, h, w)
-        return "ok", (
-            image.image_id,
-            image.patient_id,
-            resize(image.pixels, size),
-            resize_mask(full, size),
-            int(full.any()),
-        )
+        small = resize_mask(rle.render(rles, h, w), size)  # labels are those of the working resolution
+        return "ok", (image.image_id, image.patient_id, resize(image.pixels, size), small, int(small.any()))
     except (dicom.DicomError, rle.RLEError) as e:
         return "error", f"{path}: {e}" if str(path) not in str(e) else str(e)
 
@@ -170,8 +184,16 @@ def prepare_siim(
     values = [v for _, v in kept]
     splits = patient_split([v[1] for v in values], split, seed)
     rows = [(v[0], v[1], splits[v[1]], v[4], int(v[3].sum())) for v in values]
-    report = {"images": len(rows), "positive": sum(r[3] for r in rows), "skipped": len(errors), "errors": errors}
+    report = {
+        "images": len(rows),
+        "positive": sum(r[3] for r in rows),
+        # positives that image_size shows with fewer than SMALL_MASK_PIXELS pixels: hard to learn or score
+        f"positive_below_{SMALL_MASK_PIXELS}px": sum(0 < r[4] < SMALL_MASK_PIXELS for r in rows),
+        "skipped": len(errors),
+        "errors": errors,
+    }
     report |= {f"{s}_images": sum(r[2] == s for r in rows) for s in split}
+    report |= {f"{s}_positive": sum(r[2] == s and r[3] for r in rows) for s in split}
     return _finish(
         tmp, out_dir, ["image_id", "patient_id", "split", "has_pneumothorax", "mask_pixels"], rows, report, strict
     )

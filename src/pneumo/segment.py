@@ -1,5 +1,6 @@
 """`train_unet`: U-Net (ResNet34 encoder) fine-tuned on SIIM-ACR from one encoder
-initialisation; keeps the weights of the epoch with the best validation SIIM Dice."""
+initialisation; keeps the weights of the epoch with the lowest validation loss (never an
+epoch with a frozen encoder)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from segmentation_models_pytorch import losses as smp_losses
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from pneumo import dist, metrics, models, train
@@ -57,6 +59,17 @@ def batches(rt: train.Runtime, generator: torch.Generator) -> Callable:
     return batch_fn
 
 
+def validation_loss(criterion: nn.Module, probs: np.ndarray, masks: np.ndarray) -> float:
+    """The training loss (without augmentation) over the whole validation split at once.
+
+    This is what picks the epoch. SIIM Dice after tuning the post-processing does not: its
+    most conservative setting empties every unconfident prediction, so an untrained model
+    scores exactly as well as predicting nothing and can win. The loss is threshold-free
+    and an unconfident model pays for every positive pixel it misses."""
+    p = torch.from_numpy(np.clip(probs, 1e-6, 1 - 1e-6))[:, None]
+    return float(criterion(torch.logit(p), torch.from_numpy(np.asarray(masks, np.float32))[:, None]))
+
+
 def train_unet(
     *,
     variant: str,
@@ -73,14 +86,14 @@ def train_unet(
     pixel_weight: float,
     freeze_encoder_epochs: int,
     positive_share: float,
-    postprocess_grid: dict,
     seed: int,
     resume: bool = True,
     rt: train.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
-    """Train; keep the epoch whose validation SIIM Dice, after tuning post-processing on
-    `postprocess_grid` (evaluate's grid), is best: the selection matches the final metric."""
+    """Train; keep the epoch with the lowest validation loss among those that trained the
+    encoder too (without a validation split: the last epoch). Per epoch, dvclive logs the
+    losses and threshold-free validation scores; its summary names the selected epoch."""
     rt = rt or train.runtime()
     images, masks, rows = load_prepared(siim_dir)
     model = models.build_unet(1)
@@ -96,9 +109,9 @@ def train_unet(
     generator = torch.Generator().manual_seed(seed)
     batch_fn = batches(rt, generator)
 
-    areas = metrics.min_areas(postprocess_grid["min_area_fractions"], images.shape[1])
     val_masks = np.asarray(masks[val_idx])  # read once, not every epoch
     val_positive = val_masks.any(axis=(1, 2))
+    first_selectable = min(freeze_encoder_epochs, epochs - 1)  # a frozen-encoder epoch is never kept
     checkpoint = train.Checkpoint(
         checkpoint_path,
         {**(params or {}), "variant": variant, "inputs": train.fingerprint(encoder_path, siim_dir)},
@@ -110,7 +123,7 @@ def train_unet(
         augment=generator,
     )
     start, saved = checkpoint.restore()
-    best = saved.get("best", {"val_dice": -1.0, "epoch": -1})
+    best = saved.get("best", {"epoch": -1, "val_loss": float("inf")})
     best_state = saved.get("best_state", copy.deepcopy(model.state_dict()))
     step, frozen = None, None
     with train.live(live_dir, start) as live:
@@ -124,23 +137,20 @@ def train_unet(
             loss = train.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
             scheduler.step()
             live.log_metric("train/loss", loss)
-            val_dice = float("nan")
-            if len(val_idx):  # without a validation split, the last epoch is kept
+            val_loss = float("nan")
+            if len(val_idx):
                 probs = predict_probs(model, images, val_idx, rt, batch_size)
-                dice = metrics.dice_per_image(probs > 0.5, val_masks)
-                grid = (postprocess_grid["tops"], areas, postprocess_grid["bottoms"])
-                val_dice = metrics.tune_postprocess(probs, val_masks, *grid)["score"]
-                live.log_metric("val/siim_dice", val_dice)
-                live.log_metric("val/siim_dice_at_0.5", float(dice.mean()))
-                live.log_metric(
-                    "val/dice_positive_at_0.5",
-                    float(dice[val_positive].mean()) if val_positive.any() else float("nan"),
-                )
+                val_loss = validation_loss(criterion, probs, val_masks)
+                live.log_metric("val/loss", val_loss)
+                for name, value in validation_scores(probs, val_masks, val_positive).items():
+                    live.log_metric(f"val/{name}", value)
             live.next_step()
-            if val_dice > best["val_dice"] or not len(val_idx):
-                best = {"val_dice": val_dice, "epoch": epoch}
+            candidate = not len(val_idx) or best["epoch"] < first_selectable or val_loss < best["val_loss"]
+            if epoch >= first_selectable and candidate:
+                best = {"epoch": epoch, "val_loss": val_loss}
                 best_state = copy.deepcopy(model.state_dict())
             checkpoint.save(epoch, best=best, best_state=best_state)
+        live.summary["selected"] = best  # the summary's other values are the last epoch's
     checkpoint.finish()
     if not dist.is_main():
         return best
@@ -153,10 +163,24 @@ def train_unet(
         image_size=int(images.shape[1]),
         variant=variant,
         best_epoch=best["epoch"],
-        best_val_dice=best["val_dice"],
+        best_val_loss=best["val_loss"],
         params=params or {},
     )
     return best
+
+
+def validation_scores(probs: np.ndarray, masks: np.ndarray, positive: np.ndarray) -> dict[str, float]:
+    """Per-epoch learning-curve scores that need no tuned post-processing: image-level AUC
+    (maximum probability), SIIM Dice and Dice on the positive images at threshold 0.5."""
+    if not np.isfinite(probs).all():  # a diverged model: no scores, and its loss is nan
+        return {}
+    dice = metrics.dice_per_image(probs > 0.5, masks)
+    scores = {"siim_dice": float(dice.mean())}
+    if positive.any():
+        scores["dice_positive"] = float(dice[positive].mean())
+    if positive.any() and (~positive).any():
+        scores["auc"] = float(roc_auc_score(positive, probs.reshape(len(probs), -1).max(1)))
+    return scores
 
 
 def load_unet(path: Path, device: torch.device) -> tuple[nn.Module, dict]:

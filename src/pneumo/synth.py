@@ -2,11 +2,14 @@
 SIIM-ACR and ChestX-ray14 on-disk formats so that the same readers serve both.
 
 A phantom has real anatomy signal: body, two textured lungs, mediastinum and heart, ribs
-and clavicles, a burned-in side marker. Findings differ visibly: a pneumothorax is a
-peripheral region with no lung texture bounded by a thin pleural line; an effusion a basal
-fluid level; a nodule a small round opacity; an infiltration patchy opacity; atelectasis a
-collapsed band. Pneumothorax area and regions per image are drawn from distributions
-calibrated on the public SIIM labels (see params.yaml, `synthesize`).
+and clavicles, a burned-in side marker. Findings differ visibly: a pneumothorax is a band
+of pleural air without lung markings along the apical or lateral chest wall, bounded by one
+visceral pleural line at its inner edge (the mask is the band, the line lies just inside
+the lung, as on a real film); an effusion a basal fluid level; a nodule a small round
+opacity; an infiltration patchy opacity; atelectasis a collapsed band. The pneumothorax is
+drawn the same way in SIIM and CXR-14 films. Its area and regions per image follow
+distributions calibrated on the public SIIM labels; the default shifts the areas up so that
+64 px can show them (see params.yaml, `synthesize`).
 """
 
 from __future__ import annotations
@@ -58,24 +61,35 @@ def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarr
     return blurred / (blurred.std() + 1e-6)
 
 
-def _pneumothorax(size: int, lung: Lung, lung_mask: np.ndarray, area: float) -> tuple[np.ndarray, np.ndarray]:
-    """The region between the chest wall and a lung collapsed towards the hilum, sized to
-    `area` (fraction of the image); returns (region, pleural line)."""
+def _pneumothorax(
+    rng: np.random.Generator, size: int, lung: Lung, lung_mask: np.ndarray, area: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A pneumothorax as an erect film shows it: a band of pleural air along the apical or
+    lateral chest wall, without lung markings, whose inner edge is the visceral pleural
+    line (the edge of the partly collapsed lung). The band is a lens along the lung border,
+    thickest at its centre and tapering to the chest wall at both ends; its arc grows with
+    `area` (fraction of the image) and its depth is solved to match it. Returns (region,
+    pleural line); the line lies just inside the lung, outside the region, as in a mask
+    drawn on a real film."""
+    yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
+    u, v = (xx - lung.cx) / lung.ax, (yy - lung.cy) / lung.ay
+    radius, angle = np.hypot(u, v), np.arctan2(v, u)
+    centre = -np.pi / 2 - lung.medial * rng.uniform(0.0, 1.0) * np.pi / 2  # apex (-pi/2) .. lateral wall
+    half_arc = 0.5 * float(np.clip(1.3 * np.sqrt(area / 0.01), 0.6, 3.0))  # radians: larger = longer
+    offset = (angle - centre + np.pi) % (2 * np.pi) - np.pi
+    taper = np.clip(1 - (offset / half_arc) ** 4, 0, None)  # even depth along the arc, 0 at both ends
 
-    def collapsed(t: float) -> np.ndarray:
-        return _ellipse(size, lung.cx + lung.medial * t / 2, lung.cy + 0.3 * t, lung.ax - t / 2, lung.ay - 0.3 * t)
+    def band(depth: float) -> np.ndarray:
+        return lung_mask & (taper > 0) & (radius > 1 - depth * taper)
 
-    lo, hi = 0.0, lung.ax * 1.6
-    for _ in range(12):  # bisection on the collapse depth
-        t = (lo + hi) / 2
-        if (lung_mask & ~collapsed(t)).mean() < area:
-            lo = t
-        else:
-            hi = t
-    inner = collapsed(hi)
-    region = lung_mask & ~inner
-    edge = inner & ~cv2.erode(inner.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    return region, edge & lung_mask
+    lo, hi = 0.0, 0.95
+    for _ in range(14):  # bisection on the depth (share of the lung radius) at the band's centre
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if band(mid).mean() < area else (lo, mid)
+    region = band(hi)
+    width = max(3, 2 * (size // 256) + 1)
+    grown = cv2.dilate(region.astype(np.uint8), np.ones((width, width), np.uint8)).astype(bool)
+    return region, grown & lung_mask & ~region
 
 
 def phantom(
@@ -105,18 +119,14 @@ def phantom(
     order = rng.permutation(2)
     for i, area in enumerate(pneumothorax_areas):
         side = int(order[i % 2])
-        region, pleura = _pneumothorax(size, lungs[side], lung_masks[side], area)
-        if i >= 2:  # a third/fourth region: split the crescent of that side, apex vs base
-            cut = int(lungs[side].cy * size)
-            region = region.copy()
-            region[cut - max(1, size // 64) :] = False
-            for m in masks:
-                region &= ~cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        region &= ~np.logical_or.reduce(masks) if masks else True
+        region, pleura = _pneumothorax(rng, size, lungs[side], lung_masks[side], area)
+        region &= ~(mediastinum | heart)  # pleural air lies over the lung, not the heart
+        for m in masks:  # regions stay disjoint, as separate rows of train-rle.csv
+            region &= ~cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         if not region.any():
             continue
-        img[region] = 0.09 + 0.008 * texture[region]  # air: darker than lung, no markings
-        img[pleura & ~region] = 0.36
+        img[region] = 0.09 + 0.008 * texture[region]  # pleural air: darker than lung, no markings
+        img[pleura & ~np.logical_or.reduce([region, *masks])] = 0.36  # visceral pleural line
         masks.append(region)
 
     lung_any = lung_masks[0] | lung_masks[1]

@@ -256,6 +256,9 @@ def live(directory: Path, start: int = 0):
 class _Discard:
     """The logger of the processes that do not write (torchrun ranks > 0)."""
 
+    def __init__(self):
+        self.summary: dict = {}
+
     def __enter__(self):
         return self
 

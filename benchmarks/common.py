@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pneumo import rle
+from pneumo.formats import rle
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 from common import emit
 
-from pneumo import metrics
+from pneumo.core import metrics
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--images", type=int, default=300)

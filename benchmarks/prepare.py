@@ -20,7 +20,8 @@ import pydicom
 from common import REALDATA, emit, replicate_siim
 from pydicom.encaps import generate_frames
 
-from pneumo import prepare, rle
+from pneumo.formats import rle
+from pneumo.tasks import prepare_siim
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--realdata", type=Path, default=REALDATA)
@@ -50,7 +51,7 @@ with tempfile.TemporaryDirectory() as tmp:
     for workers in (1, os.cpu_count() or 1):
         out = Path(tmp) / f"out{workers}"
         t = time.perf_counter()
-        prepare.prepare_siim(
+        prepare_siim.prepare_siim(
             root=root,
             rle_csv="train-rle.csv",
             out_dir=out,

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from common import REALDATA, emit, replicate_siim
 
-from pneumo import models, prepare, segment, train
+from pneumo.core import data, loop, models, runtime
+from pneumo.formats import prepared
+from pneumo.tasks import prepare_siim, train_unet
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--realdata", type=Path, default=REALDATA)
@@ -49,7 +51,7 @@ parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
 parser.add_argument("--copies", type=int, default=4, help="replicas of the 10 real DICOMs")
 parser.add_argument("--memory-only", action="store_true", help="only activation memory and FLOPs per image")
 args = parser.parse_args()
-device = train.device_from(args.device)
+device = runtime.device_from(args.device)
 
 
 def sync() -> None:
@@ -65,7 +67,7 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def activation_bytes_per_image(size: int, rt: train.Runtime) -> float:
+def activation_bytes_per_image(size: int, rt: runtime.Runtime) -> float:
     """Bytes of the tensors autograd keeps for backward, per image: the growth from a batch
     of 2 to a batch of 4 (so weights and autocast's bf16 copies of them are left out)."""
     model = rt.prepare(models.build_unet(1)).train()
@@ -97,28 +99,28 @@ def training_gflop_per_image(model: torch.nn.Module, size: int) -> float:
 
 def measure(size: int, amp: bool, channels_last: bool, images, masks, rows) -> None:
     """model_only and data throughput of the U-Net training step at one setting."""
-    rt = train.Runtime(device, amp=amp, channels_last=channels_last, compile=args.compile, workers=args.workers,
+    rt = runtime.Runtime(device, amp=amp, channels_last=channels_last, compile=args.compile, workers=args.workers,
                        pin_memory=device.type == "cuda")  # fmt: skip
     torch.manual_seed(0)
     model = rt.prepare(models.build_unet(1))
     step = rt.wrap(model)
-    criterion = segment.WeightedSum(segment.PIXEL_LOSSES["bce"](), 1.0, 1.0)
+    criterion = train_unet.WeightedSum(train_unet.PIXEL_LOSSES["bce"](), 1.0, 1.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     n = args.batch * args.steps
     indices = np.resize(np.arange(len(images)), n)  # enough rows for `steps` batches
     positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in indices])
-    sampler = train.positive_share_sampler(positive, 0.5, seed=0)
-    data = train.loader(train.Arrays(images, masks, indices), args.batch, order=sampler, train=True, rt=rt)
-    batch_fn = segment.batches(rt, torch.Generator().manual_seed(0))
-    ready = [batch_fn(next(iter(data)))] * args.steps  # one real batch, already on the device
+    sampler = data.positive_share_sampler(positive, 0.5, seed=0)
+    feed = data.loader(data.Arrays(images, masks, indices), args.batch, order=sampler, train=True, rt=rt)
+    batch_fn = train_unet.batches(rt, torch.Generator().manual_seed(0))
+    ready = [batch_fn(next(iter(feed)))] * args.steps  # one real batch, already on the device
 
     def epoch(batches, fn) -> float:
-        return timed(lambda: train.train_one_epoch(step, criterion, optimizer, batches, fn, rt, 0))
+        return timed(lambda: loop.train_one_epoch(step, criterion, optimizer, batches, fn, rt, 0))
 
     warmup = epoch(ready[:2], lambda b: b)  # includes compilation with --compile
-    epoch(data, batch_fn)  # warm-up of the loader path (workers start, pinned buffers)
+    epoch(feed, batch_fn)  # warm-up of the loader path (workers start, pinned buffers)
     t_model = min(epoch(ready, lambda b: b) for _ in range(args.repeats))
-    t_data = min(epoch(data, batch_fn) for _ in range(args.repeats))
+    t_data = min(epoch(feed, batch_fn) for _ in range(args.repeats))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     record = dict(device=name, size=size, batch=args.batch, amp=amp, channels_last=channels_last,
                   compile=args.compile, workers=args.workers)  # fmt: skip
@@ -137,17 +139,17 @@ with tempfile.TemporaryDirectory() as tmp:
     replicate_siim(args.realdata, root, args.copies)
     for size in args.sizes:
         out = Path(tmp) / f"prepared{size}"
-        prepare.prepare_siim(
+        prepare_siim.prepare_siim(
             root=root, rle_csv="train-rle.csv", out_dir=out, image_size=size,
             split={"train": 1.0, "val": 0.0, "test": 0.0}, seed=0, strict=True, workers=os.cpu_count() or 1,
         )  # fmt: skip
-        images, masks, rows = prepare.load_prepared(out)
+        images, masks, rows = prepared.load_prepared(out)
         full = args.full_grid_sizes is None or size in args.full_grid_sizes
         combos = [(a, c) for a in args.amp for c in args.channels_last] if full else [("off", "off")]
         for amp, channels_last in combos if not args.memory_only else []:
             measure(size, amp == "on", channels_last == "on", images, masks, rows)
         for amp in sorted({a == "on" for a in args.amp}):
-            per_image = activation_bytes_per_image(size, train.Runtime(device, amp=amp))
+            per_image = activation_bytes_per_image(size, runtime.Runtime(device, amp=amp))
             emit(measure="activation_memory", size=size, amp=amp, mib_per_image=round(per_image / 2**20, 1))
         if args.memory_only:  # the training stages' models, for the full-scale profile
             for name, model in [

@@ -4,15 +4,17 @@ per_image.csv each, as `evaluate` writes for every U-Net: `all_empty`, and
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
-from pneumo.baselines import baselines
+from pneumo.tasks.baselines import baselines
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--siim", type=Path, required=True, help="prepared SIIM folder")
 parser.add_argument("--out", type=Path, required=True, help="folder for <baseline>/per_image.csv")
 parser.add_argument("--metrics", type=Path, required=True, help="summary metrics JSON to write")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 summary = baselines(siim_dir=args.siim, out_dir=args.out, metrics_path=args.metrics)
 print(json.dumps({name: round(row["dice_positive"], 4) for name, row in summary.items()}))

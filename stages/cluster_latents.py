@@ -3,10 +3,12 @@ CXR-14 image into pseudo-labels, and validate them against the true labels (NMI,
 purity) beside a raw-pixel clustering baseline."""
 
 import argparse
+import logging
 from pathlib import Path
 
 from pneumo import params
-from pneumo.cluster import cluster_latents
+from pneumo.core import runtime
+from pneumo.tasks.cluster_latents import cluster_latents
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--images", type=Path, required=True, help="prepared CXR-14 folder")
@@ -15,9 +17,10 @@ parser.add_argument("--out", type=Path, required=True, help="pseudo_labels.csv t
 parser.add_argument("--metrics", type=Path, required=True, help="validation metrics JSON")
 parser.add_argument("--plots", type=Path, required=True, help="folder for the projection and cluster-vs-label images")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
-params.seed_everything(p["seed"])
+runtime.seed_everything(p["seed"])
 cluster_latents(
     images_dir=args.images,
     model_path=args.model,

@@ -3,10 +3,12 @@ split with the all-empty baseline beside it, write the thresholds and a model ca
 the weights, plus ROC/PR data and test overlays."""
 
 import argparse
+import logging
 from pathlib import Path
 
 from pneumo import params
-from pneumo.evaluate import evaluate
+from pneumo.core import runtime
+from pneumo.tasks.evaluate import evaluate
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model-dir", type=Path, required=True, help="folder of the U-Net checkpoint (model.safetensors)")
@@ -15,9 +17,10 @@ parser.add_argument("--prepare-cxr14-metrics", type=Path, required=True, help="c
 parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
 parser.add_argument("--plots", type=Path, required=True, help="folder for roc.json, pr.json, overlays.png")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
-params.seed_everything(p["seed"])
+runtime.seed_everything(p["seed"])
 evaluate(
     model_path=args.model_dir / "model.safetensors",
     postprocess_path=args.model_dir / "postprocess.json",

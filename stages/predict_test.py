@@ -3,11 +3,12 @@
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from pneumo import params
-from pneumo.predict import predict
+from pneumo.tasks.predict_test import predict
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--input", type=Path, required=True, help="folder of test DICOMs")
@@ -15,6 +16,7 @@ parser.add_argument("--evaluations", type=Path, required=True, help="folder of e
 parser.add_argument("--models", type=Path, required=True, help="folder of the <variant>-<seed> model folders")
 parser.add_argument("--out", type=Path, required=True, help="output folder")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
 runs = [f"{v}-{s}" for v in p["train_unet"]["variants"] for s in p["train_unet"]["seeds"]]

@@ -4,21 +4,24 @@ the prepared SIIM data (leakage control)."""
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from pneumo import params
-from pneumo.prepare import excluded_patients, prepare_cxr14
+from pneumo.tasks.prepare_cxr14 import excluded_patients, prepare_cxr14
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--root", type=Path, required=True, help="CXR-14 root (images/ + label CSV)")
 parser.add_argument("--siim-index", type=Path, required=True, help="prepared SIIM index.csv")
+parser.add_argument("--siim-to-nih", type=Path, required=True, help="SIIM ImageId -> CXR-14 file map")
 parser.add_argument("--out", type=Path, required=True, help="output folder")
 parser.add_argument("--metrics", type=Path, required=True, help="counts as a DVC metrics file")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
 data, stage = p["data"], p["prepare_cxr14"]
-exclude = excluded_patients(args.siim_index, Path(stage["siim_to_nih"])) if stage["exclude_siim_patients"] else set()
+exclude = excluded_patients(args.siim_index, args.siim_to_nih) if stage["exclude_siim_patients"] else set()
 counts = prepare_cxr14(
     root=args.root,
     labels_csv=stage["labels_csv"],

@@ -3,16 +3,18 @@ into packed uint8 arrays + index.csv with a patient-level split."""
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from pneumo import params
-from pneumo.prepare import prepare_siim
+from pneumo.tasks.prepare_siim import prepare_siim
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--root", type=Path, required=True, help="SIIM root (dicom-images-train/ + RLE CSV)")
 parser.add_argument("--out", type=Path, required=True, help="output folder")
 parser.add_argument("--metrics", type=Path, required=True, help="counts as a DVC metrics file")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
 data, stage = p["data"], p["prepare_siim"]

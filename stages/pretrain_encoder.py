@@ -1,15 +1,17 @@
-"""DVC stage `pretrain_encoder@<target>`: the U-Net's ResNet34 encoder pretrained on CXR-14
-with the true labels (`labels`) or the pseudo-labels (`pseudo_labels`); `none` writes the
-seeded random initialisation. Only encoder weights are saved."""
+"""DVC stage `pretrain_encoder@<initialisation>`: the U-Net's ResNet34 encoder pretrained on CXR-14
+as its registry entry says: the true labels (`labels`) or the pseudo-labels (`pseudo_labels`).
+The encoder and the head are saved apart; the U-Net loads only the encoder."""
 
 import argparse
+import logging
 from pathlib import Path
 
 from pneumo import params
-from pneumo.pretrain import pretrain_encoder
+from pneumo.core import runtime
+from pneumo.tasks.pretrain_encoder import pretrain_encoder
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--target", required=True, help="none | labels | pseudo_labels")
+parser.add_argument("--target", required=True, help="initialisation name (core/initialisations.py), e.g. labels")
 parser.add_argument("--images", type=Path, required=True, help="prepared CXR-14 folder")
 parser.add_argument("--targets", type=Path, required=True, help="CSV with the targets by image_id")
 parser.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write")
@@ -17,10 +19,12 @@ parser.add_argument("--head", type=Path, required=True, help="classification hea
 parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
 parser.add_argument("--checkpoint", type=Path, required=True, help="epoch checkpoint to resume from / write")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
 stage = p["pretrain_encoder"]
-params.seed_everything(p["seed"], p["deterministic"])
+local = runtime.local_settings()  # speed and restart knobs from the environment, not params
+runtime.seed_everything(p["seed"], p["deterministic"])
 pretrain_encoder(
     target=args.target,
     images_dir=args.images,
@@ -31,8 +35,8 @@ pretrain_encoder(
     checkpoint_path=args.checkpoint,
     classes=p["prepare_cxr14"]["classes"],
     seed=p["seed"],
-    resume=p["resume"],
-    rt=params.runtime(p),
+    resume=local.resume,
+    rt=runtime.start(p["device"], amp=p["amp"], channels_last=p["channels_last"], compile=p["compile"], local=local),
     params=stage,
     **stage,
 )

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from pneumo import params
-from pneumo.report import report
+from pneumo.tasks.report import report
 
 BASELINES = ("all_empty", "location_prior")  # content-free: they never see an image
 

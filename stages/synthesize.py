@@ -3,15 +3,18 @@ real SIIM-ACR and ChestX-ray14 on-disk formats."""
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
-from pneumo import params, synth
+from pneumo import params
+from pneumo.tasks import synthesize
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--siim", type=Path, required=True, help="SIIM root to write")
 parser.add_argument("--cxr14", type=Path, required=True, help="CXR-14 root to write")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
-summary = synth.synthesize(siim_dir=args.siim, cxr14_dir=args.cxr14, seed=p["seed"], **p["synthesize"])
+summary = synthesize.synthesize(siim_dir=args.siim, cxr14_dir=args.cxr14, seed=p["seed"], **p["synthesize"])
 print(json.dumps(summary))

@@ -3,10 +3,12 @@ read); saves the model, its encoder (for the `autoencoder` U-Net variant), per-e
 and a reconstruction grid."""
 
 import argparse
+import logging
 from pathlib import Path
 
 from pneumo import params
-from pneumo.autoencoder import train_autoencoder
+from pneumo.core import runtime
+from pneumo.tasks.train_autoencoder import train_autoencoder
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--images", type=Path, required=True, help="prepared CXR-14 folder")
@@ -16,10 +18,12 @@ parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
 parser.add_argument("--checkpoint", type=Path, required=True, help="epoch checkpoint to resume from / write")
 parser.add_argument("--reconstructions", type=Path, required=True, help="PNG grid: inputs over reconstructions")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
 stage = p["train_autoencoder"]
-params.seed_everything(p["seed"], p["deterministic"])
+local = runtime.local_settings()  # speed and restart knobs from the environment, not params
+runtime.seed_everything(p["seed"], p["deterministic"])
 train_autoencoder(
     images_dir=args.images,
     model_path=args.model,
@@ -28,8 +32,8 @@ train_autoencoder(
     checkpoint_path=args.checkpoint,
     reconstructions=args.reconstructions,
     seed=p["seed"],
-    resume=p["resume"],
-    rt=params.runtime(p),
+    resume=local.resume,
+    rt=runtime.start(p["device"], amp=p["amp"], channels_last=p["channels_last"], compile=p["compile"], local=local),
     params=stage,
     **stage,
 )

@@ -2,10 +2,12 @@
 prepared SIIM data from one encoder initialisation; keeps the epoch with the lowest validation loss."""
 
 import argparse
+import logging
 from pathlib import Path
 
 from pneumo import params
-from pneumo.segment import train_unet
+from pneumo.core import runtime
+from pneumo.tasks.train_unet import train_unet
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--variant", required=True, help="encoder initialisation name")
@@ -16,10 +18,12 @@ parser.add_argument("--out", type=Path, required=True, help="U-Net checkpoint to
 parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
 parser.add_argument("--checkpoint", type=Path, required=True, help="epoch checkpoint to resume from / write")
 args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
 stage = {k: v for k, v in p["train_unet"].items() if k not in ("variants", "seeds")}
-params.seed_everything(args.seed, p["deterministic"])
+local = runtime.local_settings()  # speed and restart knobs from the environment, not params
+runtime.seed_everything(args.seed, p["deterministic"])
 best = train_unet(
     variant=args.variant,
     encoder_path=args.encoder,
@@ -28,8 +32,8 @@ best = train_unet(
     live_dir=args.live,
     checkpoint_path=args.checkpoint,
     seed=args.seed,
-    resume=p["resume"],
-    rt=params.runtime(p),
+    resume=local.resume,
+    rt=runtime.start(p["device"], amp=p["amp"], channels_last=p["channels_last"], compile=p["compile"], local=local),
     params={**stage, "seed": args.seed},
     **stage,
 )

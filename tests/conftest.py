@@ -1,4 +1,6 @@
-"""Shared fixtures: the real dataset samples in ../shared/realdata and small helpers."""
+"""Shared fixtures: the project root, the real dataset samples in ../shared/realdata, and
+the helpers that set up tiny U-Net trainings (as fixtures returning the function, so test
+modules never import this file)."""
 
 import gzip
 import shutil
@@ -7,10 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pneumo import models, prepare
+from pneumo.core import models
+from pneumo.tasks import prepare_siim
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    """The project root (params.yaml, dvc.yaml, stages/)."""
+    return ROOT
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +44,10 @@ def all_train_rle(realdata, tmp_path_factory) -> Path:
     return out
 
 
-def unet_inputs(siim_root: Path, tmp: Path, split: dict) -> Path:
+def _unet_inputs(siim_root: Path, tmp: Path, split: dict) -> Path:
     """The inputs of a tiny real U-Net training in `tmp`: the SIIM folder `siim_root`
     prepared at 32 px (siim/) and a seeded random ResNet34 encoder (encoder.safetensors)."""
-    prepare.prepare_siim(
+    prepare_siim.prepare_siim(
         root=siim_root,
         rle_csv="train-rle.csv",
         out_dir=tmp / "siim",
@@ -53,16 +62,22 @@ def unet_inputs(siim_root: Path, tmp: Path, split: dict) -> Path:
     return tmp
 
 
+@pytest.fixture(scope="session")
+def unet_inputs():
+    """`unet_inputs(siim_root, tmp, split) -> tmp`: see _unet_inputs."""
+    return _unet_inputs
+
+
 @pytest.fixture(scope="module")
-def tiny_siim(realdata, tmp_path_factory) -> Path:
-    """The real SIIM samples as tiny U-Net training inputs (see unet_inputs)."""
+def tiny_siim(realdata, unet_inputs, tmp_path_factory) -> Path:
+    """The real SIIM samples as tiny U-Net training inputs (see _unet_inputs)."""
     split = {"train": 0.6, "val": 0.2, "test": 0.2}
     return unet_inputs(realdata / "siim", tmp_path_factory.mktemp("tiny"), split)
 
 
-def unet_run(tmp: Path, run: str, **overrides) -> dict:
-    """`segment.train_unet` keyword arguments for a tiny run on `unet_inputs(tmp)` with its
-    outputs under tmp/run (all but the runtime)."""
+def _unet_run(tmp: Path, run: str, **overrides) -> dict:
+    """`train_unet.train_unet` keyword arguments for a tiny run on the inputs `_unet_inputs`
+    wrote to `tmp`, with its outputs under tmp/run (all but the runtime)."""
     return {
         "variant": "none",
         "encoder_path": tmp / "encoder.safetensors",
@@ -81,3 +96,9 @@ def unet_run(tmp: Path, run: str, **overrides) -> dict:
         "seed": 0,
         **overrides,
     }
+
+
+@pytest.fixture(scope="session")
+def unet_run():
+    """`unet_run(tmp, run, **overrides) -> dict`: see _unet_run."""
+    return _unet_run

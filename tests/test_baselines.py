@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from pneumo import baselines
+from pneumo.tasks import baselines
 
 
 def test_location_prior_threshold_maximises_dice_on_positives():

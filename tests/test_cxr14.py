@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pneumo import cxr14
+from pneumo.formats import cxr14
 
 
 def test_reads_all_real_pngs_including_rgba(realdata):

@@ -5,7 +5,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from pneumo import dicom, rle
+from pneumo.formats import dicom, rle
 
 
 def test_reads_all_real_files_like_pydicom(real_dicoms):

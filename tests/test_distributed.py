@@ -12,23 +12,24 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, unet_inputs
 
-from pneumo import dist, prepare, segment, synth, train
+from pneumo.core import data, dist, inference, loop
+from pneumo.formats import prepared
+from pneumo.tasks import synthesize
 
 EPOCHS = 3
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(root, unet_inputs, tmp_path_factory) -> Path:
     """A synthetic SIIM set prepared at 32 px, a seeded encoder and a params.yaml. No
     validation split: the stage then keeps the last epoch, the weights compared here.
     Findings follow the real SIIM area calibration (ln area mean -4.83): the tolerance
     below was measured on it (with the default's 2.5x larger findings the two processes'
     half-batch batch-norm statistics differ more: 0.43% apart)."""
     tmp = tmp_path_factory.mktemp("ddp")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    synth.synthesize(
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    synthesize.synthesize(
         siim_dir=tmp / "raw" / "siim",
         cxr14_dir=tmp / "raw" / "cxr14",
         **{**params["synthesize"], "n_siim": 64, "n_test": 0, "n_cxr14": 0, "size": 64, "log_area_mean": -4.83},
@@ -36,19 +37,19 @@ def workspace(tmp_path_factory) -> Path:
     )
     unet_inputs(tmp / "raw" / "siim", tmp, split={"train": 0.75, "val": 0.0, "test": 0.25})
     params["train_unet"].update(epochs=EPOCHS, batch_size=8, freeze_encoder_epochs=1)
-    params.update(device="cpu", resume=False)
+    params.update(device="cpu")
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp
 
 
-def launch(workspace: Path, nproc: int) -> tuple[str, Path]:
+def launch(root: Path, workspace: Path, nproc: int) -> tuple[str, Path]:
     run = workspace / f"nproc{nproc}"
     cmd = [
         sys.executable,
         "-m",
         "pneumo.launch",
         str(nproc),
-        str(ROOT / "stages" / "train_unet.py"),
+        str(root / "stages" / "train_unet.py"),
         "--variant",
         "none",
         "--seed",
@@ -64,7 +65,7 @@ def launch(workspace: Path, nproc: int) -> tuple[str, Path]:
         "--checkpoint",
         f"{run}/checkpoint.pt",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun gives each of its processes
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PNEUMO_RESUME": "0"}  # torchrun gives each process 1 thread
     proc = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr, run
@@ -75,9 +76,10 @@ def history(run: Path, name: str) -> np.ndarray:
     return np.array([float(r.split("\t")[1]) for r in rows])
 
 
-def test_two_processes_under_torchrun_match_one(workspace):
-    single_log, single = launch(workspace, 1)
-    ddp_log, ddp = launch(workspace, 2)
+@pytest.mark.slow
+def test_two_processes_under_torchrun_match_one(root, workspace):
+    single_log, single = launch(root, workspace, 1)
+    ddp_log, ddp = launch(root, workspace, 2)
     assert "DistributedDataParallel" not in single_log
     assert "DistributedDataParallel: 2 processes, backend gloo, device cpu" in ddp_log
     assert ddp_log.count("selected epoch") == 2  # both processes ran the stage ...
@@ -90,10 +92,10 @@ def test_two_processes_under_torchrun_match_one(workspace):
 
     # both saved models are trained the same way (not bit-equal: this early, training
     # amplifies float noise; 1 vs 2 threads in one process alone moves probabilities 0.03)
-    images, _, _ = prepare.load_prepared(workspace / "siim")
+    images, _, _ = prepared.load_prepared(workspace / "siim")
     probs = [
-        segment.predict_probs(
-            segment.load_unet(run / "model.safetensors", torch.device("cpu"))[0],
+        inference.predict_probs(
+            inference.load_unet(run / "model.safetensors", torch.device("cpu"))[0],
             images,
             np.arange(len(images)),
             torch.device("cpu"),
@@ -108,24 +110,25 @@ EXACT = """
 import sys
 import numpy as np, torch
 from segmentation_models_pytorch.losses import DiceLoss
-from pneumo import dist, params, train
-params.seed_everything(0)
-rt = train.runtime("cpu")
+from pneumo.core import data, dist, loop, runtime
+runtime.seed_everything(0)
+rt = runtime.start("cpu")
 model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1))
 step = rt.wrap(model)
 rng = np.random.default_rng(0)
 images, masks = rng.integers(0, 256, (40, 16, 16), dtype=np.uint8), (rng.random((40, 16, 16)) > 0.9).astype(np.uint8)
-order = train.positive_share_sampler(np.arange(40) % 4 == 0, 0.5, seed=0)
-data = train.loader(train.Arrays(images, masks, np.arange(40)), 8, order=order, train=True, rt=rt)
+order = data.positive_share_sampler(np.arange(40) % 4 == 0, 0.5, seed=0)
+feed = data.loader(data.Arrays(images, masks, np.arange(40)), 8, order=order, train=True, rt=rt)
 generator = torch.Generator().manual_seed(0)
-batch_fn = lambda b: train.augment(train.to_input(b[0]), b[1][:, None].float(), generator)
+batch_fn = lambda b: data.augment(data.to_input(b[0]), b[1][:, None].float(), generator)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-losses = [train.train_one_epoch(step, DiceLoss("binary"), optimizer, data, batch_fn, rt, e) for e in range(3)]
-outputs = train.run_model(model, train.loader(train.Arrays(images, None, np.arange(13)), 4, rt=rt), rt)
+losses = [loop.train_one_epoch(step, DiceLoss("binary"), optimizer, feed, batch_fn, rt, e) for e in range(3)]
+outputs = loop.run_model(model, data.loader(data.Arrays(images, None, np.arange(13)), 4, rt=rt), rt)
 torch.save({"weights": model.state_dict(), "losses": losses, "outputs": outputs}, f"{sys.argv[1]}.{dist.rank()}")
 """
 
 
+@pytest.mark.slow
 def test_without_batch_norm_two_processes_take_exactly_the_single_process_steps(tmp_path):
     """Sharded positive-share batches, augmentation draws, the gathered batch Dice loss and
     DDP's gradient average together reproduce single-process training to float rounding."""
@@ -152,9 +155,9 @@ def test_shard_gives_each_process_its_slice_of_every_global_batch():
     order = list(range(10))
     assert list(dist.Shard(order, 4, drop_last=True)) == list(range(8))  # one process: complete batches only
     assert list(dist.Shard(order, 4, drop_last=False)) == order
-    loader = train.loader(train.Arrays(np.zeros((10, 2, 2), np.uint8), None, np.arange(10)), 4, train=True)
+    loader = data.loader(data.Arrays(np.zeros((10, 2, 2), np.uint8), None, np.arange(10)), 4, train=True)
     assert [len(b[0]) for b in loader] == [4, 4]
-    small = train.loader(train.Arrays(np.zeros((3, 2, 2), np.uint8), None, np.arange(3)), 4, train=True)
+    small = data.loader(data.Arrays(np.zeros((3, 2, 2), np.uint8), None, np.arange(3)), 4, train=True)
     assert [len(b[0]) for b in small] == [3]  # less than one batch: that batch, not nothing
-    empty = train.loader(train.Arrays(np.zeros((3, 2, 2), np.uint8), None, np.arange(0)), 4)
-    assert train.run_model(torch.nn.Identity(), empty, torch.device("cpu")).numel() == 0  # an empty split
+    empty = data.loader(data.Arrays(np.zeros((3, 2, 2), np.uint8), None, np.arange(0)), 4)
+    assert loop.run_model(torch.nn.Identity(), empty, torch.device("cpu")).numel() == 0  # an empty split

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pneumo import gradcam, models, overlay
-from pneumo.activation import unet_regions
+from pneumo.core import gradcam, models, overlay
+from pneumo.tasks.activation_maps import unet_regions
 
 
 class RegionModel(nn.Module):

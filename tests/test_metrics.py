@@ -5,7 +5,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from pneumo import metrics
+from pneumo.core import metrics
 
 
 def masks(*flat_lists, size=4):

@@ -6,7 +6,8 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from pneumo import models, synth, train
+from pneumo.core import data, models
+from pneumo.tasks import synthesize
 
 
 @pytest.mark.parametrize("arch", ["conv", "resnet34"])
@@ -35,14 +36,28 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_resnet34_autoencoder_encoder_loads_into_smp_unet(tmp_path):
+    """The autoencoder's encoder, saved and loaded (keys checked both ways, then a strict
+    load), becomes the U-Net's encoder: every tensor, batch norm statistics included, and
+    the features it computes; the U-Net still runs on it."""
+    torch.manual_seed(0)
     ae = models.build_autoencoder("resnet34", in_channels=1, latent=8)
     path = tmp_path / "enc.safetensors"
     models.save_checkpoint(path, ae.encoder, kind="encoder", encoder="resnet34", in_channels=1)
     unet = smp.Unet("resnet34", encoder_weights=None, in_channels=1)
-    result = unet.encoder.load_state_dict(models.load_checkpoint(path)[0], strict=True)
-    assert result is None or (not result.missing_keys and not result.unexpected_keys)
+    saved = ae.encoder.state_dict()
+    assert not torch.equal(unet.encoder.conv1.weight, saved["conv1.weight"])  # two random initialisations
     models.load_encoder_into(unet.encoder, path)
-    assert torch.equal(unet.encoder.conv1.weight, ae.encoder.conv1.weight)
+    loaded = unet.encoder.state_dict()
+    assert loaded.keys() == saved.keys()
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name], tensor), name
+    x = torch.randn(2, 1, 32, 32)
+    ae.eval(), unet.eval()
+    with torch.no_grad():
+        for ours, theirs in zip(unet.encoder(x), ae.encoder(x), strict=True):
+            torch.testing.assert_close(ours, theirs)
+        out = unet(x)
+    assert out.shape == (2, 1, 32, 32) and torch.isfinite(out).all()
 
 
 def test_conv_autoencoder_encoder_is_refused_by_the_unet(tmp_path):
@@ -83,10 +98,13 @@ def test_autoencoder_loss_falls_on_a_small_batch():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     batch = np.stack(
-        [cv2.resize(synth.phantom(rng, 128, set(), [])[0], (32, 32), interpolation=cv2.INTER_AREA) for _ in range(8)]
+        [
+            cv2.resize(synthesize.phantom(rng, 128, set(), [])[0], (32, 32), interpolation=cv2.INTER_AREA)
+            for _ in range(8)
+        ]
     )
     model = models.build_autoencoder("conv", depth=2, width=8, latent=8)
-    x = train.to_input(torch.from_numpy(batch))
+    x = data.to_input(torch.from_numpy(batch))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
@@ -103,13 +121,13 @@ def test_augment_moves_image_and_mask_together():
     x = torch.zeros(4, 1, 32, 32)
     x[:, :, 4:12, 4:12] = 3.0
     mask = (x > 0).float()
-    xa, ma = train.augment(x, mask, g, contrast=0.0)
+    xa, ma = data.augment(x, mask, g, contrast=0.0)
     assert ma.shape == mask.shape and set(ma.unique().tolist()) <= {0.0, 1.0}
     assert ((xa > 1.5) == (ma > 0.5)).float().mean() > 0.97  # same warp for both
 
 
 def test_hide_cells_masks_whole_cells_reproducibly():
-    from pneumo.autoencoder import hide_cells
+    from pneumo.tasks.train_autoencoder import hide_cells
 
     x = torch.randn(4, 1, 32, 32)
     assert torch.equal(hide_cells(x, 0.0, torch.Generator().manual_seed(0)), x)

@@ -9,25 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import unet_run
 
-from pneumo import prepare, rle, segment, train
 from pneumo.cli import main
+from pneumo.core import inference, runtime
+from pneumo.formats import prepared, rle
+from pneumo.tasks import train_unet
 
 PNEUMO = [sys.executable, "-m", "pneumo.cli"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_siim) -> Path:
+def model_dir(tiny_siim, unet_run) -> Path:
     """A U-Net trained for one epoch on the real samples at 32 px, with thresholds that make
     about half of the images positive (so both kinds of rows are exercised)."""
     tmp = tiny_siim
     torch.manual_seed(0)
-    segment.train_unet(**unet_run(tmp, "model", variant="test", freeze_encoder_epochs=0), rt=train.runtime("cpu"))
-    model, _ = segment.load_unet(tmp / "model" / "model.safetensors", torch.device("cpu"))
-    images, _, _ = prepare.load_prepared(tmp / "siim")
+    train_unet.train_unet(**unet_run(tmp, "model", variant="test", freeze_encoder_epochs=0), rt=runtime.start("cpu"))
+    model, _ = inference.load_unet(tmp / "model" / "model.safetensors", torch.device("cpu"))
+    images, _, _ = prepared.load_prepared(tmp / "siim")
     peaks = (
-        segment.predict_probs(model, images, np.arange(len(images)), torch.device("cpu"))
+        inference.predict_probs(model, images, np.arange(len(images)), torch.device("cpu"))
         .reshape(len(images), -1)
         .max(1)
     )
@@ -80,6 +81,7 @@ def test_predict_writes_one_row_per_image_at_original_size(realdata, real_dicoms
     assert page.count("<img ") == 10 and f"{ids[0]}.png" in page
 
 
+@pytest.mark.slow  # a fresh process imports torch and smp: seconds before the first line runs
 def test_predict_single_file_exit_code_zero(real_dicoms, model_dir, tmp_path):
     proc = subprocess.run(
         [

@@ -13,14 +13,15 @@ import numpy as np
 import pydicom
 import pytest
 
-from pneumo import prepare, rle
+from pneumo.formats import prepared, rle
+from pneumo.tasks import prepare_cxr14, prepare_siim
 
 SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
 def test_prepare_siim_on_real_samples(realdata, tmp_path):
     out = tmp_path / "siim"
-    counts = prepare.prepare_siim(
+    counts = prepare_siim.prepare_siim(
         root=realdata / "siim",
         rle_csv="train-rle.csv",
         out_dir=out,
@@ -41,7 +42,7 @@ def test_prepare_siim_on_real_samples(realdata, tmp_path):
         assert int(r[4]) == masks[i].sum() and (int(r[3]) == 1) == (masks[i].sum() > 0)
     table = rle.read_csv(realdata / "siim" / "train-rle.csv")
     big = rle.render(table.rles[rows[1][0]], 1024, 1024)
-    assert np.array_equal(masks[1], prepare.resize_mask(big, 128))
+    assert np.array_equal(masks[1], prepared.resize_mask(big, 128))
     assert not (tmp_path / "siim.tmp").exists()
 
 
@@ -64,7 +65,7 @@ def box(size: int, rows: slice, cols: slice) -> np.ndarray:
     ],
 )
 def test_resize_mask_keeps_every_finding_and_its_area(mask, size, expected_pixels):
-    small = prepare.resize_mask(mask, size)
+    small = prepared.resize_mask(mask, size)
     assert small.shape == (size, size) and small.dtype == np.uint8
     assert int(small.sum()) == expected_pixels
     assert small.any() == mask.any()
@@ -74,7 +75,7 @@ def test_resize_mask_rescues_only_regions_that_would_vanish():
     """A large region follows the half-coverage rule; a tiny second region elsewhere keeps
     its most-covered pixel instead of vanishing, and nothing outside the regions is set."""
     mask = box(1024, slice(0, 512), slice(0, 512)) | box(1024, slice(900, 903), slice(900, 903))
-    small = prepare.resize_mask(mask, 64)
+    small = prepared.resize_mask(mask, 64)
     assert small[:32, :32].all() and small.sum() == 32 * 32 + 1 and small[900 // 16, 900 // 16]
 
 
@@ -90,7 +91,7 @@ def test_no_real_positive_vanishes_at_the_working_size(all_train_rle):
         ratios = []
         for rows in sample:
             full = rle.render(rows, 1024, 1024)
-            small = prepare.resize_mask(full, size)
+            small = prepared.resize_mask(full, size)
             assert small.any()
             ratios.append(small.sum() / (full.sum() * (size / 1024) ** 2))
         assert 0.9 < np.median(ratios) < 1.1
@@ -98,9 +99,9 @@ def test_no_real_positive_vanishes_at_the_working_size(all_train_rle):
 
 def test_patient_split_keeps_patients_together():
     patients = [f"p{i // 3}" for i in range(300)]
-    split = prepare.patient_split(patients, SPLIT, seed=1)
+    split = prepared.patient_split(patients, SPLIT, seed=1)
     assert set(split.values()) == set(SPLIT)
-    assert split == prepare.patient_split(patients, SPLIT, seed=1)
+    assert split == prepared.patient_split(patients, SPLIT, seed=1)
     shares = {s: sum(v == s for v in split.values()) / len(split) for s in SPLIT}
     assert abs(shares["train"] - 0.6) < 0.02
 
@@ -132,7 +133,7 @@ def _bad_siim_root(realdata, tmp_path):
 def test_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
     root = _bad_siim_root(realdata, tmp_path)
     out = tmp_path / "out"
-    counts = prepare.prepare_siim(
+    counts = prepare_siim.prepare_siim(
         root=root, rle_csv="train-rle.csv", out_dir=out, image_size=32, split=SPLIT, seed=0, strict=False, workers=2
     )
     report = json.loads((out / "report.json").read_text())
@@ -156,8 +157,8 @@ def test_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
 
 def test_strict_mode_fails_naming_every_bad_input(realdata, tmp_path):
     root = _bad_siim_root(realdata, tmp_path)
-    with pytest.raises(prepare.PrepareError) as err:
-        prepare.prepare_siim(
+    with pytest.raises(prepared.PrepareError) as err:
+        prepare_siim.prepare_siim(
             root=root,
             rle_csv="train-rle.csv",
             out_dir=tmp_path / "out",
@@ -176,10 +177,10 @@ def test_prepare_cxr14_with_leakage_exclusion(realdata, tmp_path):
     siim_index.write_text("image_id,patient_id,split,has_pneumothorax,mask_pixels\nK1,x,train,0,0\n")
     mapping = tmp_path / "map.csv"
     mapping.write_text("Kaggle_ID,NIH_ID\nK1,00000100_005.png\nK2,00000442_000.png\n")
-    exclude = prepare.excluded_patients(siim_index, mapping)
+    exclude = prepare_cxr14.excluded_patients(siim_index, mapping)
     assert exclude == {"00000100"}
     out = tmp_path / "cxr14"
-    counts = prepare.prepare_cxr14(
+    counts = prepare_cxr14.prepare_cxr14(
         root=realdata / "cxr14",
         labels_csv="Data_Entry_2017.csv",
         out_dir=out,
@@ -211,7 +212,7 @@ def test_cxr14_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
     rows[3] = rows[3].replace(rows[3].split(",")[1], "Dragon", 1)  # unknown label
     (root / "Data_Entry_2017.csv").write_text("\r\n".join(rows) + "\r\n", encoding="utf-8-sig")  # BOM + CRLF
     out = tmp_path / "out"
-    counts = prepare.prepare_cxr14(
+    counts = prepare_cxr14.prepare_cxr14(
         root=root,
         labels_csv="Data_Entry_2017.csv",
         out_dir=out,
@@ -231,6 +232,7 @@ def test_cxr14_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
     assert np.load(out / "images.npy").shape == (38, 32, 32)
 
 
+@pytest.mark.slow
 def test_killed_prepare_leaves_no_output(realdata, tmp_path):
     root = tmp_path / "siim"
     lines = ["ImageId, EncodedPixels"]
@@ -244,7 +246,7 @@ def test_killed_prepare_leaves_no_output(realdata, tmp_path):
     out = tmp_path / "prepared"
     call = f"prepare_siim(root=Path({str(root)!r}), rle_csv='train-rle.csv', out_dir=Path({str(out)!r}), "
     call += "image_size=256, split={'train': 1.0}, seed=0, strict=False, workers=1)"
-    code = f"from pathlib import Path; from pneumo.prepare import prepare_siim; {call}"
+    code = f"from pathlib import Path; from pneumo.tasks.prepare_siim import prepare_siim; {call}"
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 60
     while not (out.with_name("prepared.tmp") / "images.npy").exists() and time.time() < deadline:

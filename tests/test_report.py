@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pneumo import metrics, report
-
-ROOT = Path(__file__).resolve().parents[1]
+from pneumo.core import metrics
+from pneumo.formats import per_image
+from pneumo.tasks import report
 
 
 def table(positive, dice, score) -> dict:
@@ -54,7 +54,7 @@ def rows_from_counts(ids, positive, mask, pred, inter, max_prob) -> list[dict]:
 def write_csv(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=report.COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=per_image.COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -159,7 +159,7 @@ def test_metrics_from_csv_columns_equal_pneumo_metrics(tmp_path):
         (flat_t & flat_p).sum(1),
         max_prob,
     )
-    t = report.read_per_image(write_csv(tmp_path / "per_image.csv", rows))
+    t = per_image.read(write_csv(tmp_path / "per_image.csv", rows))
     expected = metrics.segmentation_report(pred, true, max_prob)
     got = report.metric_samples(t, np.ones((1, n)))
     for m in report.METRICS:
@@ -271,11 +271,11 @@ def test_report_fails_on_a_file_with_other_image_order(tmp_path, study):
     assert not (tmp_path / "a.json").exists()
 
 
-def test_stage_reads_params_and_writes_both_files(tmp_path, study):
+def test_stage_reads_params_and_writes_both_files(root, tmp_path, study):
     (tmp_path / "params.yaml").write_text(
         "seed: 7\ntrain_unet: {variants: [none, labels], seeds: [0, 1]}\nreport: {resamples: 50}\n"
     )
-    cmd = [sys.executable, str(ROOT / "stages" / "report.py"), "--results", "evaluate", "--baselines", "baselines"]
+    cmd = [sys.executable, str(root / "stages" / "report.py"), "--results", "evaluate", "--baselines", "baselines"]
     cmd += ["--json", "m/ablation.json", "--md", "m/ablation.md"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -10,29 +10,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import unet_run
 
-from pneumo import models, train
+from pneumo.core import checkpoints, loop, models
 
 EPOCHS = 12
 RUN = """
-import json, sys
+import json, logging, sys
 from pathlib import Path
 import torch
-from pneumo import segment, train
+from pneumo.core import runtime
+logging.basicConfig(level=logging.INFO)
+from pneumo.tasks import train_unet
 kwargs = json.loads(sys.argv[1])
-kwargs["rt"] = train.runtime(kwargs.pop("device"))
+kwargs["rt"] = runtime.start(kwargs.pop("device"))
 torch.manual_seed(0)
-segment.train_unet(**{k: Path(v) if k.endswith(("_path", "_dir")) else v for k, v in kwargs.items()})
+train_unet.train_unet(**{k: Path(v) if k.endswith(("_path", "_dir")) else v for k, v in kwargs.items()})
 """
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_siim):
-    return tiny_siim
-
-
-def kwargs(tmp: Path, run: str) -> dict:
+def kwargs(unet_run, tmp: Path, run: str) -> dict:
     """JSON-ready arguments of the run script (paths as strings, the device by name)."""
     args = unet_run(tmp, run, epochs=EPOCHS, device="cpu", params={"epochs": EPOCHS})
     return {k: str(v) if isinstance(v, Path) else v for k, v in args.items()}
@@ -51,9 +47,10 @@ def saved_epoch(path: Path) -> int:
         return -1
 
 
-def test_killed_run_resumes_and_matches_an_uninterrupted_run(setup):
-    assert start(kwargs(setup, "whole")).wait() == 0
-    killed = kwargs(setup, "killed")
+@pytest.mark.slow
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tiny_siim, unet_run):
+    assert start(kwargs(unet_run, tiny_siim, "whole")).wait() == 0
+    killed = kwargs(unet_run, tiny_siim, "killed")
     proc = start(killed)
     deadline = time.time() + 120
     while saved_epoch(Path(killed["checkpoint_path"])) < 2 and proc.poll() is None and time.time() < deadline:
@@ -66,22 +63,22 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(setup):
     out, _ = resumed.communicate()
     assert resumed.returncode == 0, out
     assert f"resuming after epoch {lost_at}" in out
-    whole, _ = models.load_checkpoint(setup / "whole" / "model.safetensors")
-    again, meta = models.load_checkpoint(setup / "killed" / "model.safetensors")
+    whole, _ = models.load_checkpoint(tiny_siim / "whole" / "model.safetensors")
+    again, meta = models.load_checkpoint(tiny_siim / "killed" / "model.safetensors")
     assert all(torch.equal(whole[k], again[k]) for k in whole)
     # the dvclive history is continued, not restarted: one row per epoch
-    rows = (setup / "killed" / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    rows = (tiny_siim / "killed" / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert len(rows) == EPOCHS + 1
 
 
 def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
     model = torch.nn.Linear(2, 2)
-    train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).save(3, note="x")
-    assert train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).restore() == (4, {"note": "x"})
-    assert train.Checkpoint(tmp_path / "c.pt", {"lr": 2}, True, model=model).restore() == (0, {})
-    assert train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, False, model=model).restore() == (0, {})
-    train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).finish()
-    assert train.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).restore() == (0, {})
+    checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).save(3, note="x")
+    assert checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).restore() == (4, {"note": "x"})
+    assert checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 2}, True, model=model).restore() == (0, {})
+    assert checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 1}, False, model=model).restore() == (0, {})
+    checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).finish()
+    assert checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).restore() == (0, {})
     assert (tmp_path / "c.pt").stat().st_size < 2000
 
 
@@ -92,7 +89,7 @@ def test_resumed_history_drops_rows_after_the_checkpoint_and_torn_writes(tmp_pat
     tsv.parent.mkdir(parents=True)
     tsv.write_text("step\tloss\n0\t1.0\n1\t0.9\n2\t0.8\n3\t0.")  # epoch 2 logged, not checkpointed; 3 torn
     (tmp_path / "metrics.json").write_text('{"train": {"lo')  # torn summary
-    with train.live(tmp_path, start=2) as live:
+    with loop.live(tmp_path, start=2) as live:
         live.log_metric("train/loss", 0.7)
         live.next_step()
     assert tsv.read_text().splitlines() == ["step\tloss", "0\t1.0", "1\t0.9", "2\t0.7"]

@@ -4,7 +4,7 @@ every published row."""
 import numpy as np
 import pytest
 
-from pneumo import rle
+from pneumo.formats import rle
 
 
 def mask_from_flat(flat_on: list[int], h: int, w: int) -> np.ndarray:
@@ -57,6 +57,7 @@ def test_encode_table(flat_on, expected):
         ("1 2 3", "odd count"),
         ("1 -2", "negative"),
         ("10 5", "past the image end"),
+        ("11 2", "past the image end"),  # one pixel past the end ("11 1", ending at it, decodes)
         ("1 x", "non-numeric"),
         ("1 0", "length 0"),
     ],

@@ -4,15 +4,16 @@ unconfident model because post-processing can empty its predictions."""
 import json
 
 import numpy as np
+import pytest
 import torch
-from conftest import unet_run
 
-from pneumo import metrics, models, segment, train
-from pneumo.prepare import load_prepared
+from pneumo.core import inference, metrics, models, runtime
+from pneumo.formats.prepared import load_prepared
+from pneumo.tasks import train_unet
 
 
 def criterion():
-    return segment.WeightedSum(segment.PIXEL_LOSSES["bce"](), 1.0, 1.0)
+    return train_unet.WeightedSum(train_unet.PIXEL_LOSSES["bce"](), 1.0, 1.0)
 
 
 def test_validation_loss_ranks_a_trained_model_above_an_untrained_one(tiny_siim):
@@ -23,24 +24,25 @@ def test_validation_loss_ranks_a_trained_model_above_an_untrained_one(tiny_siim)
     images, masks, _ = load_prepared(tiny_siim / "siim")
     truth = np.asarray(masks, bool)
     torch.manual_seed(0)
-    untrained = segment.predict_probs(models.build_unet(1), images, np.arange(len(images)), torch.device("cpu"))
+    untrained = inference.predict_probs(models.build_unet(1), images, np.arange(len(images)), torch.device("cpu"))
     # a model that learned the findings, imperfectly: the true masks, blurred and noisy
     rng = np.random.default_rng(0)
     trained = np.clip(0.8 * truth + 0.1 + rng.normal(0, 0.15, truth.shape), 0.01, 0.99).astype(np.float32)
     grid = ([0.5, 0.9], [0, 1000], [0.5])
     empty_score = metrics.dice_per_image(np.zeros_like(truth), truth).mean()
     assert metrics.tune_postprocess(untrained, truth, *grid)["score"] == empty_score  # tuned away
-    loss_untrained = segment.validation_loss(criterion(), untrained, truth)
-    loss_trained = segment.validation_loss(criterion(), trained, truth)
+    loss_untrained = train_unet.validation_loss(criterion(), untrained, truth)
+    loss_trained = train_unet.validation_loss(criterion(), trained, truth)
     assert loss_trained < loss_untrained - 0.3
 
 
-def test_a_frozen_encoder_epoch_is_never_kept(tiny_siim):
+@pytest.mark.slow  # two training epochs of the full U-Net
+def test_a_frozen_encoder_epoch_is_never_kept(tiny_siim, unet_run):
     """Epoch 0 trains the decoder only; epoch 1 unfreezes the encoder with a learning rate
     so large that its validation loss is worse. The rule still keeps epoch 1: an epoch
     whose encoder never trained is not a candidate (for `none` it is a random encoder)."""
     args = unet_run(tiny_siim, "frozen", epochs=2, freeze_encoder_epochs=1, lr=0.5)
-    best = segment.train_unet(**args, rt=train.runtime("cpu"))
+    best = train_unet.train_unet(**args, rt=runtime.start("cpu"))
     history = (tiny_siim / "frozen" / "live" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()[1:]
     losses = [float(r.split("\t")[1]) for r in history]
     assert not losses[1] <= losses[0], "the setup must make the frozen epoch look better (nan: diverged)"

@@ -6,13 +6,14 @@ import csv
 import numpy as np
 import pytest
 
-from pneumo import cxr14, dicom, rle, synth
+from pneumo.formats import cxr14, dicom, rle
+from pneumo.tasks import synthesize
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    summary = synth.synthesize(
+    summary = synthesize.synthesize(
         siim_dir=root / "siim",
         cxr14_dir=root / "cxr14",
         n_siim=300,
@@ -62,9 +63,9 @@ def test_siim_labels_match_the_real_statistics(synthetic):
 
 def test_pneumothorax_region_is_darker_and_smoother_than_lung(synthetic):
     rng = np.random.default_rng(1)
-    image, masks = synth.phantom(rng, 256, set(), [0.03])
+    image, masks = synthesize.phantom(rng, 256, set(), [0.03])
     region = masks[0]
-    healthy = synth._ellipse(256, 0.31, 0.46, 0.08, 0.15) & ~region
+    healthy = synthesize._ellipse(256, 0.31, 0.46, 0.08, 0.15) & ~region
     assert image[region].mean() < image[healthy].mean() - 10
     assert image[region].std() < image[healthy].std()
 
@@ -72,7 +73,7 @@ def test_pneumothorax_region_is_darker_and_smoother_than_lung(synthetic):
 def test_cxr14_files_and_labels(synthetic):
     root, summary = synthetic
     labels = cxr14.read_labels(root / "cxr14" / "Data_Entry_2017.csv")
-    assert (root / "cxr14" / "Data_Entry_2017.csv").read_text().splitlines()[0] == synth.CXR14_HEADER
+    assert (root / "cxr14" / "Data_Entry_2017.csv").read_text().splitlines()[0] == synthesize.CXR14_HEADER
     pngs = sorted((root / "cxr14" / "images").glob("*.png"))
     assert len(pngs) == len(labels.labels) == 200 and not labels.errors
     assert all(cxr14.read_png(p).shape == (128, 128) for p in pngs)
@@ -92,6 +93,7 @@ def test_shared_films_are_mapped_like_siim_to_nih(synthetic):
     assert np.abs(diff).mean() < 3
 
 
+@pytest.mark.slow
 def test_the_same_seed_writes_the_same_bytes_in_any_process(tmp_path):
     """The dataset must not depend on Python's per-process string hashing (set order):
     two processes with different PYTHONHASHSEED write byte-identical files."""
@@ -101,8 +103,8 @@ def test_the_same_seed_writes_the_same_bytes_in_any_process(tmp_path):
     import sys
 
     script = (
-        "import sys; from pathlib import Path; from pneumo import synth; out = Path(sys.argv[1]); "
-        "synth.synthesize(siim_dir=out / 'siim', cxr14_dir=out / 'cxr14', n_siim=20, n_test=0, n_cxr14=60, "
+        "import sys; from pathlib import Path; from pneumo.tasks import synthesize; out = Path(sys.argv[1]); "
+        "synthesize.synthesize(siim_dir=out / 'siim', cxr14_dir=out / 'cxr14', n_siim=20, n_test=0, n_cxr14=60, "
         "size=64, positive_rate=0.3, log_area_mean=-4.0, log_area_std=1.0, regions_per_image=[1.0], "
         "shared_fraction=0.2, rgba_fraction=0.05, finding_rate=0.9, seed=0)"
     )

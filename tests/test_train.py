@@ -1,30 +1,33 @@
 """The training loop's runtime switches. `amp` (bf16 autocast) and `channels_last` are
-switched on only for CUDA by `train.runtime`; here the same code runs on CPU with them
+switched on only for CUDA by `runtime.start`; here the same code runs on CPU with them
 forced on, so the GPU path is exercised without a GPU."""
 
 import numpy as np
+import pytest
 import torch
 
-from pneumo import models, segment, train
+from pneumo.core import data, loop, models, runtime
+from pneumo.tasks import train_unet
 
 
+@pytest.mark.slow  # four training epochs of the full U-Net, two in bf16 emulated on the CPU
 def test_bf16_autocast_and_channels_last_train_the_same_model_as_fp32():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (16, 32, 32), dtype=np.uint8)
     masks = (rng.random((16, 32, 32)) > 0.9).astype(np.uint8)
     results = {}
     for amp, channels_last in [(False, False), (True, True)]:
-        rt = train.Runtime(torch.device("cpu"), amp=amp, channels_last=channels_last)
+        rt = runtime.Runtime(torch.device("cpu"), amp=amp, channels_last=channels_last)
         torch.manual_seed(0)
         model = rt.prepare(models.build_unet(1))
         assert model.encoder.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
-        criterion = segment.WeightedSum(segment.PIXEL_LOSSES["bce"](), 1.0, 1.0)
+        criterion = train_unet.WeightedSum(train_unet.PIXEL_LOSSES["bce"](), 1.0, 1.0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        order = train.shuffled(train.Arrays(images, masks, np.arange(16)), seed=0)
-        data = train.loader(train.Arrays(images, masks, np.arange(16)), 8, order=order, train=True, rt=rt)
-        batch_fn = segment.batches(rt, torch.Generator().manual_seed(0))
-        losses = [train.train_one_epoch(rt.wrap(model), criterion, optimizer, data, batch_fn, rt, e) for e in range(2)]
-        outputs = train.run_model(model, train.loader(train.Arrays(images, None, np.arange(16)), 8), rt)
+        order = data.shuffled(data.Arrays(images, masks, np.arange(16)), seed=0)
+        feed = data.loader(data.Arrays(images, masks, np.arange(16)), 8, order=order, train=True, rt=rt)
+        batch_fn = train_unet.batches(rt, torch.Generator().manual_seed(0))
+        losses = [loop.train_one_epoch(rt.wrap(model), criterion, optimizer, feed, batch_fn, rt, e) for e in range(2)]
+        outputs = loop.run_model(model, data.loader(data.Arrays(images, None, np.arange(16)), 8), rt)
         assert outputs.dtype == torch.float32 and outputs.shape == (16, 1, 32, 32)
         results[amp] = losses, outputs
     (fp32_losses, fp32_out), (bf16_losses, bf16_out) = results[False], results[True]
@@ -34,5 +37,5 @@ def test_bf16_autocast_and_channels_last_train_the_same_model_as_fp32():
 
 
 def test_runtime_keeps_cpu_runs_fp32():
-    rt = train.runtime("cpu", amp=True, channels_last=True, pin_memory=True)
+    rt = runtime.start("cpu", amp=True, channels_last=True, local=runtime.LocalSettings(pin_memory=True))
     assert (rt.amp, rt.channels_last, rt.pin_memory) == (False, False, False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from pneumo.predict import predict  # heavy imports only once the arguments are valid
+    from pneumo.tasks.predict_test import predict  # heavy imports only once the arguments are valid
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     done, errors = predict(
         model_dir=args.model,

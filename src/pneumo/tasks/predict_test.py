@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import html
 import json
-import sys
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -21,9 +21,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pneumo import dicom, metrics, overlay, rle, train
-from pneumo.prepare import resize
-from pneumo.segment import load_unet
+from pneumo.core import data, metrics, overlay, runtime
+from pneumo.core.inference import load_unet
+from pneumo.formats import dicom, rle
+from pneumo.formats.prepared import resize
+
+log = logging.getLogger(__name__)
 
 OVERLAY_SIZE = 512  # overlay PNGs are downsized to this width for the contact sheet
 
@@ -47,7 +50,7 @@ def _batches(files: list[Path], size: int, errors: list[tuple[str, str]]) -> Ite
             batch.append(dicom.read_dicom(path))
         except dicom.DicomError as e:
             errors.append((str(path), str(e)))
-            print(f"error: {e}", file=sys.stderr)
+            log.error(f"error: {e}")
             continue
         if len(batch) == size:
             yield batch
@@ -66,7 +69,7 @@ def predict(
     device: str = "auto",
 ) -> tuple[int, list[tuple[str, str]]]:
     """Write the submission CSV; return (images predicted, [(file, error), ...])."""
-    dev = train.device_from(device)
+    dev = runtime.device_from(device)
     model, meta = load_unet(model_dir / "model.safetensors", dev)
     post = json.loads((model_dir / "postprocess.json").read_text())
     size = int(meta["image_size"])
@@ -83,7 +86,7 @@ def predict(
         bar = tqdm(total=len(files), desc="predict", disable=None)
         for batch in _batches(files, batch_size, errors):
             small = torch.from_numpy(np.stack([resize(r.pixels, size) for r in batch]))
-            probs = torch.sigmoid(model(train.to_input(small).to(dev))).float().cpu().numpy()[:, 0]
+            probs = torch.sigmoid(model(data.to_input(small).to(dev))).float().cpu().numpy()[:, 0]
             masks = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
             for radiograph, mask in zip(batch, masks, strict=False):
                 h, w = radiograph.pixels.shape

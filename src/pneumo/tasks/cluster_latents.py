@@ -28,9 +28,9 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from pneumo import metrics, models, train  # noqa: E402
-from pneumo.autoencoder import load_autoencoder  # noqa: E402
-from pneumo.prepare import load_prepared  # noqa: E402
+from pneumo.core import data, loop, metrics, models, runtime
+from pneumo.core.inference import load_autoencoder
+from pneumo.formats.prepared import load_prepared
 
 CLUSTERERS = {
     "kmeans": lambda k, seed: KMeans(n_clusters=k, n_init=10, random_state=seed),
@@ -106,12 +106,12 @@ def cluster_latents(
     batch_size: int = 64,
     device: str = "auto",
 ) -> dict:
-    dev = train.device_from(device)
+    dev = runtime.device_from(device)
     images, _, rows = load_prepared(images_dir)
     k = k or len(classes)
     model = load_autoencoder(model_path, dev)
-    data = train.loader(train.Arrays(images, None, np.arange(len(images))), batch_size)
-    latents = train.run_model(model, data, dev, lambda m, x: m.encode(x, grid)).numpy()
+    feed = data.loader(data.Arrays(images, None, np.arange(len(images))), batch_size)
+    latents = loop.run_model(model, feed, dev, lambda m, x: m.encode(x, grid)).numpy()
     features = reduce(latents, standardize, pca_dim, seed)
     clusters = cluster(features, method, k, seed)
     raw = np.stack(

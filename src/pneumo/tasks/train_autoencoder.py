@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pneumo import dist, models, train
-from pneumo.prepare import load_prepared, split_indices
+from pneumo.core import checkpoints, data, dist, loop, models, runtime
+from pneumo.formats.prepared import load_prepared, split_indices
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -20,7 +20,7 @@ def hide_cells(x: torch.Tensor, ratio: float, generator: torch.Generator, cells:
     to the normalised mean (0). Reconstructing the whole image from the rest makes the
     encoder model anatomy and findings from their context instead of copying pixels (a
     context-encoder / masked-autoencoder objective). Under torchrun the cells are drawn for
-    the global batch and each process takes its rows, as in `train.augment`."""
+    the global batch and each process takes its rows, as in `data.augment`."""
     if ratio <= 0:
         return x
     rows = dist.local_rows(x.shape[0] * dist.world())
@@ -48,11 +48,11 @@ def train_autoencoder(
     lr: float,
     seed: int,
     resume: bool = True,
-    rt: train.Runtime | None = None,
+    rt: runtime.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
     """Train the autoencoder; save it, its encoder, per-epoch losses and a reconstruction grid."""
-    rt = rt or train.runtime()
+    rt = rt or runtime.start()
     images, _, rows = load_prepared(images_dir)
     model_args = {"in_channels": 1, "depth": depth, "width": width, "latent": latent}
     model = rt.prepare(models.build_autoencoder(arch, **model_args))
@@ -60,23 +60,23 @@ def train_autoencoder(
     criterion = models.by_name(LOSSES, loss, "loss")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
-    train_set = train.Arrays(images, None, train_idx)
-    order = train.shuffled(train_set, seed)
-    train_data = train.loader(train_set, batch_size, order=order, train=True, rt=rt)
-    val_data = train.loader(train.Arrays(images, None, val_idx), batch_size, rt=rt)
+    train_set = data.Arrays(images, None, train_idx)
+    order = data.shuffled(train_set, seed)
+    train_data = data.loader(train_set, batch_size, order=order, train=True, rt=rt)
+    val_data = data.loader(data.Arrays(images, None, val_idx), batch_size, rt=rt)
 
     generator = torch.Generator().manual_seed(seed)
 
     def batch_fn(batch):
-        x = train.to_input(batch[0]).to(rt.device, non_blocking=True)
+        x = data.to_input(batch[0]).to(rt.device, non_blocking=True)
         return hide_cells(x, mask_ratio, generator), x
 
     def per_image_loss(m, x):  # validation loss, image by image: no full-size reconstructions kept
         return criterion(m(x).float(), x, reduction="none").flatten(1).mean(1)
 
-    checkpoint = train.Checkpoint(
+    checkpoint = checkpoints.Checkpoint(
         checkpoint_path,
-        {**(params or {}), "seed": seed, "inputs": train.fingerprint(images_dir)},
+        {**(params or {}), "seed": seed, "inputs": checkpoints.fingerprint(images_dir)},
         resume,
         model=model,
         optimizer=optimizer,
@@ -85,11 +85,11 @@ def train_autoencoder(
     )
     start, saved = checkpoint.restore()
     train_loss, val_loss = saved.get("train_loss", float("nan")), saved.get("val_loss", float("nan"))
-    with train.live(live_dir, start) as live:
+    with loop.live(live_dir, start) as live:
         for epoch in range(start, epochs):
-            train_loss = train.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
+            train_loss = loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
             if len(val_idx):
-                val_loss = float(train.run_model(model, val_data, rt, per_image_loss).mean())
+                val_loss = float(loop.run_model(model, val_data, rt, per_image_loss).mean())
             live.log_metric("train/loss", train_loss)
             live.log_metric("val/loss", val_loss)
             live.next_step()
@@ -112,15 +112,8 @@ def _reconstruction_grid(model, images, indices, device, path: Path, n: int = 8)
     pick = torch.from_numpy(np.array(images[indices[:n]]))
     model.eval()
     with torch.no_grad():
-        recon = model(train.to_input(pick).to(device)).cpu()[:, 0]
-    recon = np.clip((recon.numpy() * train.STD + train.MEAN) * 255, 0, 255).astype(np.uint8)
+        recon = model(data.to_input(pick).to(device)).cpu()[:, 0]
+    recon = np.clip((recon.numpy() * data.STD + data.MEAN) * 255, 0, 255).astype(np.uint8)
     grid = np.vstack([np.hstack(list(pick.numpy())), np.hstack(list(recon))])
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
-
-
-def load_autoencoder(path: Path, device: torch.device) -> models.ConvAutoencoder:
-    state, meta = models.load_checkpoint(path)
-    model = models.build_autoencoder(meta["arch"], **meta["model_args"])
-    model.load_state_dict(state)
-    return model.to(device).eval()

@@ -1,8 +1,8 @@
-"""`pretrain_encoder`: the U-Net's ResNet34 encoder pretrained on CXR-14, with a pooling +
-linear head, on the true labels (multi-label BCE) or on the autoencoder's pseudo-labels
-(cross-entropy over cluster ids). The encoder weights are what the U-Net gets; the head is
-saved apart, only for activation maps. Target `none` keeps the seeded random
-initialisation, so every U-Net variant starts from an encoder file."""
+"""`pretrain_encoder@<initialisation>`: the U-Net's ResNet34 encoder pretrained on CXR-14
+with a pooling + linear head, fitted as the registry entry says (`core.initialisations`):
+`multilabel` = BCE over the class columns (the true labels), `cluster` = cross-entropy over
+a `cluster` column (the autoencoder's pseudo-labels). The encoder weights are what the
+U-Net gets; the head is saved apart, only for activation maps."""
 
 from __future__ import annotations
 
@@ -14,20 +14,18 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from pneumo import dist, models, train
-from pneumo.prepare import load_prepared, split_indices
-
-TARGETS = ("none", "labels", "pseudo_labels")
+from pneumo.core import checkpoints, data, dist, initialisations, loop, models, runtime
+from pneumo.formats.prepared import load_prepared, split_indices
 
 
-def _targets(target: str, rows: list[dict], classes: list[str], targets_csv: Path) -> np.ndarray:
-    """Per prepared image: the multi-hot class vector (labels) or the cluster id (pseudo_labels)."""
+def _targets(kind: str, rows: list[dict], classes: list[str], targets_csv: Path) -> np.ndarray:
+    """Per prepared image: the multi-hot class vector (`multilabel`) or the cluster id (`cluster`)."""
     with open(targets_csv, newline="") as f:
         by_id = {r["image_id"]: r for r in csv.DictReader(f)}
     missing = [r["image_id"] for r in rows if r["image_id"] not in by_id]
     if missing:
         raise ValueError(f"{targets_csv}: no target for {len(missing)} image(s), e.g. {missing[0]}")
-    if target == "labels":
+    if kind == "multilabel":
         return np.array([[float(by_id[r["image_id"]][c]) for c in classes] for r in rows], dtype=np.float32)
     return np.array([int(by_id[r["image_id"]]["cluster"]) for r in rows], dtype=np.int64)
 
@@ -47,49 +45,42 @@ def pretrain_encoder(
     lr: float,
     seed: int,
     resume: bool = True,
-    rt: train.Runtime | None = None,
+    rt: runtime.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
-    models.by_name({t: t for t in TARGETS}, target, "pretraining target")
+    kind = initialisations.get(target).pretraining
+    if kind is None:
+        raise ValueError(
+            f"initialisation {target!r} is not produced by pretrain_encoder (its registry entry has no pretraining)"
+        )
     meta = {"kind": "encoder", "encoder": models.ENCODER, "in_channels": 1, "source": target, "params": params or {}}
     fingerprint = {
         **(params or {}),
         "seed": seed,
         "target": target,
-        "inputs": train.fingerprint(images_dir, targets_csv),
+        "inputs": checkpoints.fingerprint(images_dir, targets_csv),
     }
-    if target == "none":  # no training: the seeded random initialisation
-        if not dist.is_main():
-            return {}
-        model = models.Classifier(len(classes))
-        models.save_checkpoint(out_path, model.encoder, **meta)
-        models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=False)
-        train.Checkpoint(checkpoint_path, fingerprint, resume).finish()
-        with train.live(live_dir) as live:
-            live.log_metric("epochs", 0)
-            live.next_step()
-        return {}
-    rt = rt or train.runtime()
+    rt = rt or runtime.start()
     images, _, rows = load_prepared(images_dir)
-    targets = _targets(target, rows, classes, targets_csv)
-    n_out = targets.shape[1] if target == "labels" else int(targets.max()) + 1
+    targets = _targets(kind, rows, classes, targets_csv)
+    n_out = targets.shape[1] if kind == "multilabel" else int(targets.max()) + 1
     model = rt.prepare(models.Classifier(n_out))
     step = rt.wrap(model)
-    criterion = nn.BCEWithLogitsLoss() if target == "labels" else nn.CrossEntropyLoss()
+    criterion = nn.BCEWithLogitsLoss() if kind == "multilabel" else nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
-    train_set = train.Arrays(images, targets, train_idx)
-    order = train.shuffled(train_set, seed)
-    train_data = train.loader(train_set, batch_size, order=order, train=True, rt=rt)
-    val_data = train.loader(train.Arrays(images, targets, val_idx), batch_size, rt=rt)
+    train_set = data.Arrays(images, targets, train_idx)
+    order = data.shuffled(train_set, seed)
+    train_data = data.loader(train_set, batch_size, order=order, train=True, rt=rt)
+    val_data = data.loader(data.Arrays(images, targets, val_idx), batch_size, rt=rt)
     generator = torch.Generator().manual_seed(seed)
 
     def batch_fn(batch):
-        x, _ = train.augment(train.to_input(batch[0]).to(rt.device, non_blocking=True), None, generator)
+        x, _ = data.augment(data.to_input(batch[0]).to(rt.device, non_blocking=True), None, generator)
         return x, batch[1].to(rt.device, non_blocking=True)
 
-    checkpoint = train.Checkpoint(
+    checkpoint = checkpoints.Checkpoint(
         checkpoint_path,
         fingerprint,
         resume,
@@ -100,17 +91,17 @@ def pretrain_encoder(
         augment=generator,
     )
     start, summary = checkpoint.restore()
-    with train.live(live_dir, start) as live:
+    with loop.live(live_dir, start) as live:
         for epoch in range(start, epochs):
-            summary["train_loss"] = train.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
+            summary["train_loss"] = loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
             scheduler.step()
             live.log_metric("train/loss", summary["train_loss"])
             if len(val_idx):
-                logits = train.run_model(model, val_data, rt)
+                logits = loop.run_model(model, val_data, rt)
                 truth = torch.from_numpy(targets[val_idx])
                 summary["val_loss"] = float(criterion(logits, truth))
                 live.log_metric("val/loss", summary["val_loss"])
-                if target == "labels":
+                if kind == "multilabel":
                     for j, name in enumerate(classes):
                         if 0 < truth[:, j].sum() < len(truth):
                             live.log_metric(f"val/auc/{name}", float(roc_auc_score(truth[:, j], logits[:, j])))

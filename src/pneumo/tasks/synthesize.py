@@ -21,14 +21,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pneumo import dicom, rle
+from pneumo.formats import dicom, rle
 
 FINDINGS = ("Nodule", "Infiltration", "Effusion", "Atelectasis", "Pneumothorax")
 CXR14_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
-UID_ROOT = "1.2.826.0.1.3680043.10.1234"  # a private root: these UIDs never name a real study
+UID_ROOT = dicom.SYNTHETIC_UID_ROOT
 
 
 @dataclass

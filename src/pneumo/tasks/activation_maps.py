@@ -24,21 +24,24 @@ import cv2
 import numpy as np
 import torch
 
-from pneumo import gradcam, metrics, models, overlay, train
-from pneumo.prepare import load_prepared, split_indices
-from pneumo.segment import load_unet
+from pneumo.core import data, gradcam, initialisations, metrics, models, overlay, runtime
+from pneumo.core.inference import load_unet
+from pneumo.formats.prepared import load_prepared, split_indices
 
 
-def _head_model(head_path: Path, variant: str, classes: list[str], device: torch.device):
-    """The pretraining classifier (U-Net's own encoder is not used here) and its Grad-CAM target."""
-    if variant not in ("labels", "pseudo_labels") or not head_path.exists():
+def _head_model(encoder_path: Path, head_path: Path, variant: str, classes: list[str], device: torch.device):
+    """The pretraining classifier (its encoder as pretraining left it, not the U-Net's) and
+    its Grad-CAM target, for initialisations whose registry entry has a head."""
+    target_name = initialisations.get(variant).head_target
+    if target_name is None:
         return None, None
-    encoder_path = head_path.parent.parent / "encoders" / head_path.name
     head_state, _ = models.load_checkpoint(head_path)
     classifier = models.Classifier(head_state["weight"].shape[0])
     classifier.head.load_state_dict(head_state)
     models.load_encoder_into(classifier.encoder, encoder_path)
-    target = gradcam.class_logit(classes.index("Pneumothorax")) if variant == "labels" else gradcam.predicted_class
+    target = (
+        gradcam.predicted_class if target_name == "predicted_class" else gradcam.class_logit(classes.index(target_name))
+    )
     return classifier.to(device).eval(), target
 
 
@@ -62,6 +65,7 @@ def unet_regions(probs: np.ndarray, predicted: np.ndarray, truth: np.ndarray) ->
 def activation_maps(
     *,
     model_dir: Path,
+    encoder_path: Path,
     head_path: Path,
     siim_dir: Path,
     grid_path: Path,
@@ -75,7 +79,7 @@ def activation_maps(
     batch_size: int = 32,
     device: str = "auto",
 ) -> dict:
-    dev = train.device_from(device)
+    dev = runtime.device_from(device)
     unet, _ = load_unet(model_dir / "model.safetensors", dev)
     post = json.loads((model_dir / "postprocess.json").read_text())
     images, masks, rows = load_prepared(siim_dir)
@@ -86,7 +90,7 @@ def activation_maps(
     def batches(indices):
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            yield chunk, train.to_input(torch.from_numpy(np.array(images[chunk]))).to(dev)
+            yield chunk, data.to_input(torch.from_numpy(np.array(images[chunk]))).to(dev)
 
     def unet_cams(indices):
         """U-Net heat maps, post-processed predictions and target sources, batch by batch."""
@@ -126,13 +130,14 @@ def activation_maps(
         [rng.permutation(positive)[:half], rng.permutation(negative)[: n_images - min(half, len(positive))]]
     )
     shown = np.sort(shown)[:n_images]
-    heads, head_target = _head_model(head_path, variant, classes, dev)
+    heads, head_target = _head_model(encoder_path, head_path, variant, classes, dev)
     unet_heat, pred, _ = unet_cams(shown)
     head_heat = head_cams(heads, shown, head_target) if heads is not None else None
     scale = max(1, 192 // images.shape[1])
     headers = ["radiograph", "truth (green)", "prediction (red)", "U-Net Grad-CAM"]
     if head_heat is not None:
-        headers.append(f"head Grad-CAM ({'Pneumothorax' if variant == 'labels' else 'cluster'})")
+        target_name = initialisations.get(variant).head_target
+        headers.append(f"head Grad-CAM ({'cluster' if target_name == 'predicted_class' else target_name})")
     title = (
         f"activation maps: {variant}, layer {layer}, mass inside mask {result['activation_mass_inside_mask']:.3f}"
         " (U-Net target: logits in the prediction, else the truth, else p>0.5)"

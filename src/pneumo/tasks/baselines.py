@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import metrics
-from pneumo.evaluate import write_per_image
-from pneumo.prepare import load_prepared, split_indices
+from pneumo.core import metrics
+from pneumo.formats import per_image
+from pneumo.formats.prepared import load_prepared, split_indices
 
 LEVELS = 50  # thresholds tried, evenly spaced over the prior's range
 
@@ -58,7 +58,7 @@ def baselines(*, siim_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
     ids = [rows[i]["image_id"] for i in test_idx]
     summary = {}
     for name, (pred, score) in predictions.items():
-        write_per_image(out_dir / name / "per_image.csv", ids, pred, truth, score)
+        per_image.write(out_dir / name / "per_image.csv", ids, pred, truth, score)
         row = metrics.segmentation_report(pred, truth, score)
         row["auc"] = 0.5  # a constant score ranks nothing
         summary[name] = row

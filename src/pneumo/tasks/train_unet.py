@@ -14,8 +14,8 @@ from segmentation_models_pytorch import losses as smp_losses
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from pneumo import dist, metrics, models, train
-from pneumo.prepare import load_prepared, split_indices
+from pneumo.core import checkpoints, data, dist, inference, loop, metrics, models, runtime
+from pneumo.formats.prepared import load_prepared, split_indices
 
 
 class WeightedSum(nn.Module):
@@ -36,25 +36,13 @@ PIXEL_LOSSES = {
 }
 
 
-def predict_probs(
-    model: nn.Module,
-    images: np.ndarray,
-    indices: np.ndarray,
-    rt: train.Runtime | torch.device,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """Sigmoid probabilities (N, H, W) for the given rows of a prepared image array."""
-    data = train.loader(train.Arrays(images, None, indices), batch_size)
-    return torch.sigmoid(train.run_model(model, data, rt))[:, 0].numpy()
-
-
-def batches(rt: train.Runtime, generator: torch.Generator) -> Callable:
+def batches(rt: runtime.Runtime, generator: torch.Generator) -> Callable:
     """(uint8 images, uint8 masks) from the loader -> augmented (inputs, masks) on the device."""
 
     def batch_fn(batch):
-        x = train.to_input(batch[0]).to(rt.device, non_blocking=True)
+        x = data.to_input(batch[0]).to(rt.device, non_blocking=True)
         y = batch[1][:, None].to(rt.device, non_blocking=True).float()
-        return train.augment(x, y, generator)
+        return data.augment(x, y, generator)
 
     return batch_fn
 
@@ -88,13 +76,13 @@ def train_unet(
     positive_share: float,
     seed: int,
     resume: bool = True,
-    rt: train.Runtime | None = None,
+    rt: runtime.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
     """Train; keep the epoch with the lowest validation loss among those that trained the
     encoder too (without a validation split: the last epoch). Per epoch, dvclive logs the
     losses and threshold-free validation scores; its summary names the selected epoch."""
-    rt = rt or train.runtime()
+    rt = rt or runtime.start()
     images, masks, rows = load_prepared(siim_dir)
     model = models.build_unet(1)
     models.load_encoder_into(model.encoder, encoder_path)
@@ -104,17 +92,17 @@ def train_unet(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in train_idx])
-    sampler = train.positive_share_sampler(positive, positive_share, seed)
-    train_data = train.loader(train.Arrays(images, masks, train_idx), batch_size, order=sampler, train=True, rt=rt)
+    sampler = data.positive_share_sampler(positive, positive_share, seed)
+    train_data = data.loader(data.Arrays(images, masks, train_idx), batch_size, order=sampler, train=True, rt=rt)
     generator = torch.Generator().manual_seed(seed)
     batch_fn = batches(rt, generator)
 
     val_masks = np.asarray(masks[val_idx])  # read once, not every epoch
     val_positive = val_masks.any(axis=(1, 2))
     first_selectable = min(freeze_encoder_epochs, epochs - 1)  # a frozen-encoder epoch is never kept
-    checkpoint = train.Checkpoint(
+    checkpoint = checkpoints.Checkpoint(
         checkpoint_path,
-        {**(params or {}), "variant": variant, "inputs": train.fingerprint(encoder_path, siim_dir)},
+        {**(params or {}), "variant": variant, "inputs": checkpoints.fingerprint(encoder_path, siim_dir)},
         resume,
         model=model,
         optimizer=optimizer,
@@ -126,7 +114,7 @@ def train_unet(
     best = saved.get("best", {"epoch": -1, "val_loss": float("inf")})
     best_state = saved.get("best_state", copy.deepcopy(model.state_dict()))
     step, frozen = None, None
-    with train.live(live_dir, start) as live:
+    with loop.live(live_dir, start) as live:
         for epoch in range(start, epochs):
             # train only the decoder first: a random decoder's gradients would wreck a pretrained encoder
             if frozen != (epoch < freeze_encoder_epochs):
@@ -134,12 +122,12 @@ def train_unet(
                 for p in model.encoder.parameters():
                     p.requires_grad_(not frozen)
                 step = rt.wrap(model)  # DDP registers the trainable parameters when built
-            loss = train.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
+            loss = loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
             scheduler.step()
             live.log_metric("train/loss", loss)
             val_loss = float("nan")
             if len(val_idx):
-                probs = predict_probs(model, images, val_idx, rt, batch_size)
+                probs = inference.predict_probs(model, images, val_idx, rt, batch_size)
                 val_loss = validation_loss(criterion, probs, val_masks)
                 live.log_metric("val/loss", val_loss)
                 for name, value in validation_scores(probs, val_masks, val_positive).items():
@@ -164,6 +152,9 @@ def train_unet(
         variant=variant,
         best_epoch=best["epoch"],
         best_val_loss=best["val_loss"],
+        selection="lowest validation loss (Dice + BCE) among epochs with a trained encoder",
+        input_scaling={"mean": data.MEAN, "std": data.STD, "of": "pixel / 255"},
+        runtime={"device": rt.device.type, "amp": rt.amp, "channels_last": rt.channels_last, "processes": dist.world()},
         params=params or {},
     )
     return best
@@ -181,13 +172,3 @@ def validation_scores(probs: np.ndarray, masks: np.ndarray, positive: np.ndarray
     if positive.any() and (~positive).any():
         scores["auc"] = float(roc_auc_score(positive, probs.reshape(len(probs), -1).max(1)))
     return scores
-
-
-def load_unet(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """A U-Net and its metadata from a train_unet checkpoint."""
-    state, meta = models.load_checkpoint(path)
-    if meta.get("kind") != "unet":
-        raise ValueError(f"{path}: not a U-Net checkpoint (kind={meta.get('kind')!r})")
-    model = models.build_unet(meta["in_channels"])
-    model.load_state_dict(state)
-    return model.to(device).eval(), meta

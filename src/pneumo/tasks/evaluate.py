@@ -8,7 +8,6 @@ resamples those rows to put an interval on every number and every difference.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import cv2
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from pneumo import metrics, overlay, synth, train
-from pneumo.prepare import load_prepared, split_indices
-from pneumo.segment import load_unet, predict_probs
+from pneumo.core import metrics, overlay, runtime
+from pneumo.core.inference import load_unet, predict_probs
+from pneumo.formats import dicom, per_image
+from pneumo.formats.prepared import load_prepared, split_indices
 
 METRIC_DEFINITIONS = """\
 - `siim_dice`: SIIM-ACR's official metric: mean over images of Dice, an empty prediction
@@ -28,32 +28,6 @@ METRIC_DEFINITIONS = """\
 - `dice_pooled`: Dice over all pixels of all test images pooled together.
 - `iou`: mean per-image IoU (empty/empty = 1).
 - `auc`: image-level pneumothorax presence AUC, scored by the maximum pixel probability."""
-
-
-PER_IMAGE_COLUMNS = (
-    "image_id",
-    "has_pneumothorax",
-    "mask_pixels",
-    "pred_pixels",
-    "intersection",
-    "dice",
-    "max_prob",
-)
-
-
-def write_per_image(path: Path, image_ids: list[str], pred: np.ndarray, true: np.ndarray, score: np.ndarray) -> None:
-    """One row per image: truth, predicted and shared pixel counts, Dice after
-    post-processing, and the image-level presence score. Every metric of the report is a
-    function of these columns, so the report can resample images without the masks."""
-    p, t = pred.reshape(len(pred), -1).astype(bool), true.reshape(len(true), -1).astype(bool)
-    dice = metrics.dice_per_image(p, t)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(PER_IMAGE_COLUMNS)
-        for i, image_id in enumerate(image_ids):
-            row = (int(t[i].any()), int(t[i].sum()), int(p[i].sum()), int((p[i] & t[i]).sum()))
-            writer.writerow([image_id, *row, f"{dice[i]:.6f}", f"{float(score[i]):.6f}"])
 
 
 def _empty_baseline(true: np.ndarray) -> dict:
@@ -78,7 +52,7 @@ def evaluate(
     n_overlays: int,
     device: str = "auto",
 ) -> dict:
-    dev = train.device_from(device)
+    dev = runtime.device_from(device)
     model, meta = load_unet(model_path, dev)
     images, masks, rows = load_prepared(siim_dir)
     val_idx, test_idx = split_indices(rows, "val"), split_indices(rows, "test")
@@ -105,10 +79,10 @@ def evaluate(
     postprocess_path.write_text(json.dumps(post, indent=1) + "\n")
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(result, indent=1) + "\n")
-    write_per_image(plots_dir / "per_image.csv", [rows[i]["image_id"] for i in test_idx], pred, truth, score)
+    per_image.write(plots_dir / "per_image.csv", [rows[i]["image_id"] for i in test_idx], pred, truth, score)
     _plots(plots_dir, truth, score, images[test_idx], pred, n_overlays)
     leakage = json.loads(prepare_cxr14_metrics.read_text())
-    synthetic = bool(rows) and all(r["image_id"].startswith(synth.UID_ROOT) for r in rows)
+    synthetic = bool(rows) and all(r["image_id"].startswith(dicom.SYNTHETIC_UID_ROOT) for r in rows)
     val_empty = float(np.mean(~masks[val_idx].reshape(len(val_idx), -1).any(1))) if len(val_idx) else float("nan")
     card = {**result, "all_empty": _empty_baseline(truth), "val_all_empty": val_empty}
     card_path.write_text(_model_card(meta, card, rows, leakage, synthetic))

@@ -12,38 +12,21 @@ drawn); every metric is a weighted statistic of W, so all resamples are one matr
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from pneumo.formats import per_image
+
 log = logging.getLogger(__name__)
 
-COLUMNS = ("image_id", "has_pneumothorax", "mask_pixels", "pred_pixels", "intersection", "dice", "max_prob")
 METRICS = ("siim_dice", "dice_positive", "dice_pooled", "iou", "auc")
 STUDY = {"none": 75.3, "labels": 80.0, "pseudo_labels": 76.8}  # the study's Dice (x100), for reference
 POWER_FACTOR = 2.8  # z(0.975) + z(0.80): a true difference of 2.8 SD is resolved with 80% power
 
-Table = dict[str, np.ndarray]
-
-
-def read_per_image(path: Path) -> Table:
-    """One per_image.csv as arrays by column: image_id as str, has_pneumothorax as bool,
-    the pixel counts, dice and max_prob as float."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing}")
-        rows = list(reader)
-    if not rows:
-        raise ValueError(f"{path}: no images")
-    table = {c: np.array([float(r[c]) for r in rows]) for c in COLUMNS[2:]}
-    table["image_id"] = np.array([r["image_id"] for r in rows])
-    table["has_pneumothorax"] = np.array([float(r["has_pneumothorax"]) for r in rows]) == 1
-    return table
+Table = per_image.Table
 
 
 def check_same_images(tables: dict[Path, Table]) -> None:
@@ -295,7 +278,7 @@ def report(
     paths = [p for ps in runs.values() for p in ps] + list(baselines.values())
     if not paths or any(not ps for ps in runs.values()):
         raise ValueError("report needs at least one CSV per variant")
-    tables = {Path(p): read_per_image(Path(p)) for p in paths}
+    tables = {Path(p): per_image.read(Path(p)) for p in paths}
     check_same_images(tables)
     summary = ablation(
         runs={v: [tables[Path(p)] for p in ps] for v, ps in runs.items()},

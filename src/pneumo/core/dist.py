@@ -11,12 +11,15 @@ unset) every function here is a no-op."""
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
+
+log = logging.getLogger(__name__)
 
 
 def world() -> int:
@@ -46,7 +49,7 @@ def start(device: torch.device) -> torch.device:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     atexit.register(stop)
     if is_main():
-        print(f"DistributedDataParallel: {world()} processes, backend {dist.get_backend()}, device {device.type}")
+        log.info(f"DistributedDataParallel: {world()} processes, backend {dist.get_backend()}, device {device.type}")
     return device
 
 

@@ -1,0 +1,121 @@
+"""Where and how models run: the device, bf16 autocast, channels_last, torch.compile,
+loader workers; joining torchrun's process group; seeding.
+
+Two kinds of settings. What can change a result, even by float rounding (device, amp,
+channels_last, compile, nproc, deterministic), is a param in params.yaml, declared in
+dvc.yaml, so changing it reruns the stages it affects. What only changes speed or restart
+behaviour is read from the environment by `local_settings()`, so setting it never
+invalidates a trained model:
+
+    PNEUMO_LOADER_WORKERS   DataLoader worker processes per training process (default 0)
+    PNEUMO_PIN_MEMORY       page-locked host batches on CUDA, 0 or 1 (default 1)
+    PNEUMO_RESUME           resume a killed training stage from its epoch checkpoint, 0 or 1 (default 1)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumo.core import dist
+
+
+def device_from(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how models run. `amp` (bf16 autocast) and `channels_last` change float
+    rounding only; `workers` and `pin_memory` change nothing but speed."""
+
+    device: torch.device
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = 0
+    pin_memory: bool = False
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Move the model to the device (channels_last if set); the model itself, whose
+        state_dict is what gets saved."""
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        return model.to(self.device, memory_format=fmt)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """What the training step calls: DDP across processes, then torch.compile if set."""
+        step = dist.wrap(model, self.device)
+        return torch.compile(step) if self.compile else step
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """Result-neutral settings of this machine (see the module docstring)."""
+
+    loader_workers: int = 0
+    pin_memory: bool = True
+    resume: bool = True
+
+
+def local_settings(env: dict[str, str] | None = None) -> LocalSettings:
+    """The result-neutral settings from the environment; a malformed value is an error
+    naming the variable."""
+    env = os.environ if env is None else env
+    values = {}
+    for field, kind in (("loader_workers", int), ("pin_memory", bool), ("resume", bool)):
+        name = f"PNEUMO_{field.upper()}"
+        if name not in env:
+            continue
+        text = env[name].strip()
+        if kind is bool and text not in ("0", "1"):
+            raise ValueError(f"{name}={text!r}: expected 0 or 1")
+        if kind is int and not text.isdigit():
+            raise ValueError(f"{name}={text!r}: expected a whole number >= 0")
+        values[field] = kind(int(text))
+    return LocalSettings(**values)
+
+
+def start(
+    device: str = "auto",
+    *,
+    amp: bool = False,
+    channels_last: bool = False,
+    compile: bool = False,
+    local: LocalSettings | None = None,
+) -> Runtime:
+    """Start the runtime of a training process: joins torchrun's process group when the
+    stage was launched with nproc > 1 (call once per process, before building loaders).
+    `amp`, `channels_last` and pinned memory take effect on CUDA only: CPU runs stay fp32
+    and bit-reproducible (and many CPUs have no bf16 units; figures for this project's CPU
+    are in benchmarks/README.md)."""
+    local = local or LocalSettings()
+    dev = dist.start(device_from(device))
+    cuda = dev.type == "cuda"
+    return Runtime(dev, amp and cuda, channels_last and cuda, compile, local.loader_workers, local.pin_memory and cuda)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) from one number; with `deterministic`,
+    ask torch for deterministic kernels (on CUDA: no cuDNN autotuning, fixed cuBLAS
+    workspace; ops without a deterministic kernel warn instead of failing)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic

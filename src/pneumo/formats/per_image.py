@@ -1,0 +1,47 @@
+"""The per-image result table: one row per test image, written by `evaluate` for every
+U-Net and by `baselines`, read by `report`. Every metric of the report is a function of
+these columns, so the report can resample images without the masks."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from pneumo.core import metrics
+
+COLUMNS = ("image_id", "has_pneumothorax", "mask_pixels", "pred_pixels", "intersection", "dice", "max_prob")
+
+Table = dict[str, np.ndarray]
+
+
+def write(path: Path, image_ids: list[str], pred: np.ndarray, true: np.ndarray, score: np.ndarray) -> None:
+    """Truth, predicted and shared pixel counts, Dice after post-processing and the
+    image-level presence score of each image."""
+    p, t = pred.reshape(len(pred), -1).astype(bool), true.reshape(len(true), -1).astype(bool)
+    dice = metrics.dice_per_image(p, t)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for i, image_id in enumerate(image_ids):
+            row = (int(t[i].any()), int(t[i].sum()), int(p[i].sum()), int((p[i] & t[i]).sum()))
+            writer.writerow([image_id, *row, f"{dice[i]:.6f}", f"{float(score[i]):.6f}"])
+
+
+def read(path: Path) -> Table:
+    """One per_image.csv as arrays by column: image_id as str, has_pneumothorax as bool,
+    the pixel counts, dice and max_prob as float."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path}: no images")
+    table = {c: np.array([float(r[c]) for r in rows]) for c in COLUMNS[2:]}
+    table["image_id"] = np.array([r["image_id"] for r in rows])
+    table["has_pneumothorax"] = np.array([float(r["has_pneumothorax"]) for r in rows]) == 1
+    return table

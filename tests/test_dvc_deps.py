@@ -1,0 +1,135 @@
+"""dvc.yaml's dependencies can be trusted: every stage declares every module of src/pneumo
+its script imports (directly or through other modules) and every path on its command line
+is a declared dependency or output. Otherwise a change there would rerun too little,
+silently."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+# the stages are test parameters, read at collection, before any fixture (such as `root`) exists
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+
+def module_file(name: str) -> Path | None:
+    """The file of a `pneumo...` module or package, None for anything else."""
+    if name != "pneumo" and not name.startswith("pneumo."):
+        return None
+    base = SRC.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def imported(path: Path) -> set[Path]:
+    """Files of the pneumo modules a file imports, with their packages' __init__ files."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}  # a submodule imported by name
+    files = set()
+    for name in names:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__
+            found = module_file(".".join(parts[:i]))
+            if found:
+                files.add(found)
+    return files
+
+
+def closure(script: Path) -> set[Path]:
+    seen, todo = set(), [script]
+    while todo:
+        for f in imported(todo.pop()) - seen:
+            seen.add(f)
+            todo.append(f)
+    return seen
+
+
+def stages() -> dict[str, dict]:
+    """Every stage of dvc.yaml with foreach/matrix expanded to one representative."""
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    out = {}
+    for name, stage in pipeline.items():
+        if "foreach" in stage:
+            key, item = next(iter(stage["foreach"].items()))
+            out[name] = _fill(stage["do"], {"key": key, **{f"item.{k}": v for k, v in item.items()}}, params)
+        elif "matrix" in stage:
+            values = {f"item.{k}": params_value(params, v[2:-1])[0] for k, v in stage["matrix"].items()}
+            out[name] = _fill(stage, values, params)
+        else:
+            out[name] = _fill(stage, {}, params)
+    return out
+
+
+def params_value(params: dict, dotted: str):
+    value = params
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def _fill(stage, values: dict, params: dict):
+    """Substitute ${...} from the loop values, else from params."""
+    text = yaml.safe_dump(stage)
+    while "${" in text:
+        start = text.index("${")
+        end = text.index("}", start)
+        name = text[start + 2 : end]
+        value = values[name] if name in values else params_value(params, name)
+        text = text[:start] + str(value) + text[end + 1 :]
+    return yaml.safe_load(text)
+
+
+def declared(entries) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def covered(path: str, declared_paths: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared_paths)
+
+
+def missing_deps(stage: dict) -> list[str]:
+    """What the stage uses and does not declare: modules in its import closure, and paths on
+    its command line that are neither a dependency nor an output."""
+    deps = declared(stage.get("deps"))
+    outputs = [p for kind in ("outs", "metrics", "plots") for p in declared(stage.get(kind))]
+    words = stage["cmd"].split()
+    script = ROOT / next(w for w in words if w.startswith("stages/"))
+    launched = [module_file(words[i + 1]) for i, w in enumerate(words) if w == "-m"]
+    modules = closure(script) | {f for f in launched if f} | {f for f in launched if f for f in closure(f)}
+    rel = sorted(str(f.relative_to(ROOT)) for f in modules)
+    missing = [f for f in [str(script.relative_to(ROOT)), *rel] if not covered(f, deps)]
+    for word in words:
+        # a folder whose declared files the stage opens (the dvclive folder, a model folder) counts too
+        holds_declared = any(covered(d, [word]) for d in deps + outputs)
+        if (
+            "/" in word
+            and not word.startswith(("-", "stages/"))
+            and not (covered(word, deps + outputs) or holds_declared)
+        ):
+            missing.append(word)
+    return missing
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_every_stage_declares_what_it_imports_and_reads(name):
+    assert missing_deps(stages()[name]) == []
+
+
+def test_a_planted_undeclared_import_is_caught(tmp_path, monkeypatch):
+    """The check itself can fail: a stage whose module imports a module it does not declare."""
+    stage = stages()["report"]
+    assert missing_deps(stage) == []
+    planted = dict(stage, deps=[d for d in declared(stage["deps"]) if d != "src/pneumo/formats"])
+    assert "src/pneumo/formats/per_image.py" in missing_deps(planted)
+    unread = dict(stage, deps=[d for d in declared(stage["deps"]) if d != "metrics/baselines"])
+    assert "metrics/baselines" in missing_deps(unread)

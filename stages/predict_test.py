@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pneumo import params
-from pneumo.tasks.predict_test import predict
+from pneumo.tasks.predict_test import PredictError, predict
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--input", type=Path, required=True, help="folder of test DICOMs")
@@ -23,14 +23,17 @@ runs = [f"{v}-{s}" for v in p["train_unet"]["variants"] for s in p["train_unet"]
 # chosen on validation, never on test
 best = max(runs, key=lambda r: json.loads((args.evaluations / f"{r}.json").read_text())["val"]["siim_dice"])
 print(f"best variant by validation SIIM Dice: {best}")
-done, errors = predict(
-    model_dir=args.models / best,
-    inputs=[args.input],
-    out_csv=args.out / "submission.csv",
-    overlays_dir=args.out / "overlays",
-    batch_size=p["predict_test"]["batch_size"],
-    device=p["device"],
-)
+try:
+    done, errors = predict(
+        model_dir=args.models / best,
+        inputs=[args.input],
+        out_csv=args.out / "submission.csv",
+        overlays_dir=args.out / "overlays",
+        batch_size=p["predict_test"]["batch_size"],
+        device=p["device"],
+    )
+except PredictError as e:
+    sys.exit(f"predict_test: {e}")
 (args.out / "chosen_model.json").write_text(json.dumps({"model": str(args.models / best), "images": done}) + "\n")
 if errors and p["data"]["strict"]:
     sys.exit(f"{len(errors)} unreadable test file(s) (data.strict=true); see {args.out / 'submission.csv.errors.csv'}")

@@ -5,15 +5,22 @@ the prepared SIIM data (leakage control)."""
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from pneumo import params
-from pneumo.tasks.prepare_cxr14 import excluded_patients, prepare_cxr14
+from pneumo.tasks.prepare_cxr14 import LeakageError, excluded_patients, leakage_map, prepare_cxr14
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--root", type=Path, required=True, help="CXR-14 root (images/ + label CSV)")
+parser.add_argument(
+    "--root",
+    type=Path,
+    required=True,
+    help="CXR-14 root: PNGs found recursively (images/ or images_001/images/...) + label CSV",
+)
 parser.add_argument("--siim-index", type=Path, required=True, help="prepared SIIM index.csv")
-parser.add_argument("--siim-to-nih", type=Path, required=True, help="SIIM ImageId -> CXR-14 file map")
+parser.add_argument("--siim-root", type=Path, required=True, help="SIIM root: its siim-to-nih.csv, if any, wins")
+parser.add_argument("--shipped-map", type=Path, required=True, help="SIIM ImageId -> CXR-14 file map shipped in data/")
 parser.add_argument("--out", type=Path, required=True, help="output folder")
 parser.add_argument("--metrics", type=Path, required=True, help="counts as a DVC metrics file")
 args = parser.parse_args()
@@ -21,7 +28,14 @@ logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
 data, stage = p["data"], p["prepare_cxr14"]
-exclude = excluded_patients(args.siim_index, args.siim_to_nih) if stage["exclude_siim_patients"] else set()
+exclude, leakage = set(), {}
+if stage["exclude_siim_patients"]:
+    mapping = leakage_map(args.siim_root, args.shipped_map)
+    logging.getLogger("prepare_cxr14").info(f"leakage map: {mapping}")
+    try:
+        exclude, leakage = excluded_patients(args.siim_index, mapping, stage["min_matched"])
+    except LeakageError as e:
+        sys.exit(f"prepare_cxr14: {e}")
 counts = prepare_cxr14(
     root=args.root,
     labels_csv=stage["labels_csv"],
@@ -34,6 +48,7 @@ counts = prepare_cxr14(
     strict=data["strict"],
     workers=data["workers"],
     exclude_patients=exclude,
+    leakage=leakage,
 )
 args.metrics.parent.mkdir(parents=True, exist_ok=True)
 args.metrics.write_text(json.dumps(counts, indent=1) + "\n")

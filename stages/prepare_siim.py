@@ -10,7 +10,9 @@ from pneumo import params
 from pneumo.tasks.prepare_siim import prepare_siim
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--root", type=Path, required=True, help="SIIM root (dicom-images-train/ + RLE CSV)")
+parser.add_argument(
+    "--root", type=Path, required=True, help="SIIM root: DICOMs found recursively (stage-1 or stage-2 layout) + RLE CSV"
+)
 parser.add_argument("--out", type=Path, required=True, help="output folder")
 parser.add_argument("--metrics", type=Path, required=True, help="counts as a DVC metrics file")
 args = parser.parse_args()

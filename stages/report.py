@@ -1,6 +1,7 @@
 """DVC stage `report`: the ablation table with 95% stratified, paired bootstrap intervals
 (variants x metrics, the content-free baselines beside them, differences from `none` and
-from the best baseline) as metrics/ablation.json and metrics/ablation.md."""
+from the best baseline) as metrics/ablation.json and metrics/ablation.md, and the headline
+numbers (the only DVC metrics file) as metrics/headline.json."""
 
 import argparse
 import logging
@@ -14,8 +15,10 @@ BASELINES = ("all_empty", "location_prior")  # content-free: they never see an i
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--results", type=Path, required=True, help="folder of evaluate's <variant>-<seed>/ folders")
 parser.add_argument("--baselines", type=Path, required=True, help="folder of the baselines' <name>/ folders")
-parser.add_argument("--json", type=Path, required=True, help="ablation JSON to write (DVC metrics)")
+parser.add_argument("--pseudo-labels", type=Path, required=True, help="cluster_latents' metrics JSON (NMI)")
+parser.add_argument("--json", type=Path, required=True, help="ablation JSON to write (every interval)")
 parser.add_argument("--md", type=Path, required=True, help="ablation Markdown report to write")
+parser.add_argument("--headline", type=Path, required=True, help="headline metrics JSON to write (DVC metrics)")
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -30,4 +33,6 @@ report(
     seed=p["seed"],
     json_path=args.json,
     md_path=args.md,
+    headline_path=args.headline,
+    clustering_path=args.pseudo_labels,
 )

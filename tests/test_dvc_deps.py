@@ -4,6 +4,8 @@ is a declared dependency or output. Otherwise a change there would rerun too lit
 silently."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,30 @@ def test_a_planted_undeclared_import_is_caught(tmp_path, monkeypatch):
     assert "src/pneumo/formats/per_image.py" in missing_deps(planted)
     unread = dict(stage, deps=[d for d in declared(stage["deps"]) if d != "metrics/baselines"])
     assert "metrics/baselines" in missing_deps(unread)
+
+
+def test_only_the_headline_is_a_metric_and_every_comparison_chart_has_every_variant():
+    """`dvc exp show` lists one small metrics file; the top-level comparison charts (written
+    out by hand: DVC cannot loop over params there) draw seed 0 of every variant."""
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    declared = []
+    for stage in pipeline["stages"].values():
+        body = stage.get("do", stage)
+        declared += [next(iter(m)) if isinstance(m, dict) else m for m in body.get("metrics", [])]
+    assert declared == ["metrics/headline.json"]
+    runs = [f"{variant}-{params['train_unet']['seeds'][0]}" for variant in params["train_unet"]["variants"]]
+    assert len(pipeline["plots"]) >= 5
+    for chart in pipeline["plots"]:
+        ((title, spec),) = chart.items()
+        drawn = [path.split("/")[2] for path in spec["y"]]
+        assert drawn == runs, title
+
+
+@pytest.mark.slow
+def test_readme_shows_the_current_dag():
+    dag = subprocess.run(
+        [sys.executable, "-m", "dvc", "dag", "--mermaid"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    readme = (ROOT / "README.md").read_text()
+    assert f"```mermaid\n{dag}\n```" in readme, "README's dag is stale: paste `dvc dag --mermaid` into it"

@@ -1,5 +1,6 @@
 """Grad-CAM: a model whose output depends on one image region gets a map that peaks there."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -144,3 +145,15 @@ def test_grid_headers_and_title_add_a_labelled_band_above_the_tiles():
     assert titled.shape[0] > labelled.shape[0] - band + 10 and (titled[:band] < 100).any()
     with pytest.raises(ValueError, match="3 columns"):
         overlay.grid(tiles, headers=["only one"])
+
+
+def test_legend_band_shows_each_outline_colour_and_the_heat_scale():
+    tiles = [[np.full((192, 192, 3), 128, np.uint8)] * 4]
+    titled = overlay.grid(tiles, title="overlays")
+    legend = overlay.grid(tiles, title="overlays", legend=overlay.OUTLINES + overlay.HEAT)
+    assert legend.shape[0] - titled.shape[0] > 10
+    band = legend[: legend.shape[0] - (192 + 2 * 2)]  # title and legend, above the row of tiles
+    colours = {tuple(int(c) for c in px) for px in band.reshape(-1, 3)}
+    assert overlay.TRUTH in colours and overlay.PREDICTION in colours
+    jet = cv2.applyColorMap(np.array([[0, 255]], np.uint8), cv2.COLORMAP_JET)[0]
+    assert {tuple(int(c) for c in px) for px in jet} <= colours  # both ends of the colour bar

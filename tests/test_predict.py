@@ -1,5 +1,7 @@
-"""`pneumo predict` on the real SIIM DICOMs with a tiny model trained here."""
+"""`pneumo predict` on the real SIIM DICOMs and a corpus of every kind of DICOM
+(conftest.dicom_corpus) with a tiny model trained here."""
 
+import csv
 import json
 import shutil
 import subprocess
@@ -7,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 
@@ -109,3 +112,92 @@ def test_help_reads_well():
     predict_help = subprocess.run([*PNEUMO, "predict", "--help"], capture_output=True, text=True).stdout
     for word in ("--model", "--out", "--overlays", "--batch-size", "--device", "example:"):
         assert word in predict_help
+
+
+def _predict(model_dir, out, *inputs, extra=()):
+    return main(["predict", "--model", str(model_dir), *map(str, inputs), "--out", str(out), "--device", "cpu", *extra])
+
+
+def test_predict_over_every_kind_of_dicom(dicom_corpus, real_dicoms, model_dir, tmp_path):
+    """A folder mixing every transfer syntax, refused kinds, a file without extension or
+    meta header, an upper-case extension and two files with one SOPInstanceUID: exit 1,
+    a row for every readable grayscale image, every other file named with its reason."""
+    corpus, expect, _ = dicom_corpus
+    inputs = tmp_path / "in"
+    shutil.copytree(corpus, inputs / "corpus")
+    (inputs / "nested" / "deeper").mkdir(parents=True)
+    shutil.copy(real_dicoms[0], inputs / "nested" / "deeper" / "FILM.DCM")
+    twin = "8bit-1.2.840.10008.1.2.1.dcm"
+    shutil.copy(corpus / twin, inputs / "twin.dcm")
+    out = tmp_path / "s.csv"
+    assert _predict(model_dir, out, inputs, extra=["--pattern", "*", "--batch-size", "4"]) == 1
+    rows = out.read_text().splitlines()[1:]
+    readable = [n for n, reason in expect.items() if reason is None and n != twin]
+    assert len(rows) == len(readable) + 1  # + FILM.DCM
+    ids = [r.split(",")[0] for r in rows]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    files = dict(line.split(",", 1) for line in (tmp_path / "s.csv.files.csv").read_text().splitlines()[1:])
+    assert sorted(Path(f).name for f in files.values()) == sorted([*readable, "FILM.DCM"])
+    assert files[pydicom.dcmread(real_dicoms[0]).SOPInstanceUID].endswith("FILM.DCM")
+    errors = {Path(r[0]).name: r[1] for r in csv.reader((tmp_path / "s.csv.errors.csv").open())}
+    refused = {n: reason for n, reason in expect.items() if reason is not None}
+    assert set(errors) == {"file", *refused, twin, "twin.dcm"}
+    for name, reason in refused.items():
+        assert reason in errors[name] and "\n" not in errors[name]
+    assert "is also that of" in errors[twin] and "is also that of" in errors["twin.dcm"]
+
+
+def test_predict_input_errors_exit_2(model_dir, real_dicoms, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("no DICOM here")
+    assert _predict(model_dir, tmp_path / "s.csv", empty) == 2
+    message = capsys.readouterr().err.strip()
+    assert str(empty) in message and "'*.dcm'" in message and "\n" not in message
+    assert _predict(model_dir, tmp_path / "s.csv", tmp_path / "nowhere") == 2
+    assert "nowhere: no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_predict_model_and_device_errors_exit_2(model_dir, real_dicoms, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(model_dir / "model.safetensors", partial)
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    cases = {
+        tmp_path / "no-model": "no such model folder",
+        partial: "missing postprocess.json",
+        broken: "unusable model folder",
+    }
+    for folder, needle in cases.items():
+        assert _predict(folder, tmp_path / "s.csv", real_dicoms[0]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(folder) in err[0] and needle in err[0], err
+    for device, needle in (("cuda:7", "CUDA device(s)"), ("gpu", "not a device")):
+        code = main(
+            [
+                "predict",
+                "--model",
+                str(model_dir),
+                str(real_dicoms[0]),
+                "--out",
+                str(tmp_path / "s.csv"),
+                "--device",
+                device,
+            ]
+        )
+        assert code == 2 and needle in capsys.readouterr().err
+
+
+def test_predict_several_folders_and_a_file(model_dir, real_dicoms, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, files in ((a, real_dicoms[:3]), (b, real_dicoms[3:6])):
+        folder.mkdir()
+        for f in files:
+            shutil.copy(f, folder)
+    assert _predict(model_dir, tmp_path / "s.csv", a, b, real_dicoms[9]) == 0
+    ids = [line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()[1:]]
+    assert ids == sorted(p.stem for p in [*real_dicoms[:6], real_dicoms[9]])
+    assert (tmp_path / "s.csv.errors.csv").read_text().splitlines() == ["file,error"]

@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pneumo.formats import prepared, rle
+from pneumo.formats import cxr14, prepared, rle
 from pneumo.tasks import prepare_cxr14, prepare_siim
 
 SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
@@ -38,6 +38,7 @@ def test_prepare_siim_on_real_samples(realdata, tmp_path):
     assert index[0] == "image_id,patient_id,split,has_pneumothorax,mask_pixels" and len(index) == 11
     rows = [line.split(",") for line in index[1:]]
     assert sum(int(r[3]) for r in rows) == counts["positive"] == 5 and counts["positive_below_4px"] == 0
+    assert counts["unlabelled_files"] == 1  # variants/monochrome1-variant.dcm: a folder no CSV row names
     for i, r in enumerate(rows):
         assert int(r[4]) == masks[i].sum() and (int(r[3]) == 1) == (masks[i].sum() > 0)
     table = rle.read_csv(realdata / "siim" / "train-rle.csv")
@@ -142,7 +143,7 @@ def test_bad_inputs_are_skipped_and_listed(realdata, tmp_path):
     errors = "\n".join(report["errors"])
     for needle in (
         "jpeg-corrupted.dcm: JPEG frame is corrupted",
-        "no-pixels.dcm: DICOM has no PixelData",
+        "no-pixels.dcm: no pixel data",
         "zero.dcm",
         "text.dcm",
         "truncated.dcm",
@@ -177,8 +178,8 @@ def test_prepare_cxr14_with_leakage_exclusion(realdata, tmp_path):
     siim_index.write_text("image_id,patient_id,split,has_pneumothorax,mask_pixels\nK1,x,train,0,0\n")
     mapping = tmp_path / "map.csv"
     mapping.write_text("Kaggle_ID,NIH_ID\nK1,00000100_005.png\nK2,00000442_000.png\n")
-    exclude = prepare_cxr14.excluded_patients(siim_index, mapping)
-    assert exclude == {"00000100"}
+    exclude, counts = prepare_cxr14.excluded_patients(siim_index, mapping)
+    assert exclude == {"00000100"} and counts == {"siim_images": 1, "siim_matched": 1}
     out = tmp_path / "cxr14"
     counts = prepare_cxr14.prepare_cxr14(
         root=realdata / "cxr14",
@@ -193,7 +194,7 @@ def test_prepare_cxr14_with_leakage_exclusion(realdata, tmp_path):
         workers=2,
         exclude_patients=exclude,
     )
-    assert counts["images"] == 39 and counts["excluded_leakage"] == 1
+    assert counts["images"] == 39 and counts["excluded_leakage"] == counts["excluded_leakage_patients"] == 1
     assert np.load(out / "images.npy").shape == (39, 32, 32)
     lines = (out / "index.csv").read_text().splitlines()
     assert lines[0] == "image_id,patient_id,split,No Finding,Pneumothorax"
@@ -256,3 +257,135 @@ def test_killed_prepare_leaves_no_output(realdata, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()  # only the .tmp folder is left, which no stage declares
+
+
+def _prepared_siim_index(realdata, tmp_path):
+    out = tmp_path / "siim"
+    prepare_siim.prepare_siim(
+        root=realdata / "siim",
+        rle_csv="train-rle.csv",
+        out_dir=out,
+        image_size=16,
+        split=SPLIT,
+        seed=0,
+        strict=True,
+        workers=1,
+    )
+    return out / "index.csv"
+
+
+def test_leakage_guard_fails_when_the_map_does_not_fit_the_real_siim_data(realdata, root, tmp_path):
+    """The real SIIM samples with a map of other images (as with the synthetic map left in
+    place), or one matching only half of them: the stage refuses, naming the map."""
+    index = _prepared_siim_index(realdata, tmp_path)
+    ids = [line.split(",")[0] for line in index.read_text().splitlines()[1:]]
+    shipped = (root / "data" / "siim-to-nih.csv").read_text().splitlines()
+    others = tmp_path / "other-map.csv"
+    others.write_text("\n".join([r for r in shipped if r.split(",")[0] not in ids][:200]) + "\n")
+    half = tmp_path / "half-map.csv"
+    half.write_text("\n".join([shipped[0], *(r for r in shipped if r.split(",")[0] in ids[:5])]) + "\n")
+    for mapping, matched in ((others, 0), (half, 5)):
+        with pytest.raises(prepare_cxr14.LeakageError) as err:
+            prepare_cxr14.excluded_patients(index, mapping, min_matched=0.9)
+        message = str(err.value)
+        assert str(mapping) in message and f"matches {matched} of the 10 real SIIM images" in message
+        assert "\n" not in message and "siim-to-nih.csv" in message
+    # a SIIM root without its own map falls back to the shipped one; one with its own map uses it
+    assert prepare_cxr14.leakage_map(tmp_path, root / "data" / "siim-to-nih.csv") == root / "data" / "siim-to-nih.csv"
+    assert prepare_cxr14.leakage_map(realdata / "siim", others) == realdata / "siim" / "siim-to-nih.csv"
+
+
+def test_real_map_on_real_samples_excludes_the_siim_patients(realdata, root, tmp_path):
+    index = _prepared_siim_index(realdata, tmp_path)
+    table = cxr14.read_labels(realdata / "cxr14" / "Data_Entry_2017.csv")
+    for mapping in (realdata / "siim" / "siim-to-nih.csv", root / "data" / "siim-to-nih.csv"):
+        exclude, counts = prepare_cxr14.excluded_patients(index, mapping, min_matched=0.9)
+        assert counts == {"siim_images": 10, "siim_matched": 10} and len(exclude) == 10
+    sample_patients = set(table.patients.values())
+    out = tmp_path / "cxr14"
+    counts = prepare_cxr14.prepare_cxr14(
+        root=realdata / "cxr14",
+        labels_csv="Data_Entry_2017.csv",
+        out_dir=out,
+        image_size=16,
+        classes=["Pneumothorax"],
+        max_images=0,
+        split={"train": 1.0},
+        seed=0,
+        strict=True,
+        workers=1,
+        exclude_patients=exclude,
+        leakage={"siim_images": 10, "siim_matched": 10},
+    )
+    films = [n for n, patient in table.patients.items() if patient in exclude]
+    assert counts["excluded_leakage"] == len(films) and counts["images"] == 40 - len(films)
+    assert counts["excluded_leakage_patients"] == len(exclude & sample_patients) and counts["siim_matched"] == 10
+    kept = {line.split(",")[1] for line in (out / "index.csv").read_text().splitlines()[1:]}
+    assert not kept & exclude
+
+
+def test_siim_stage_2_layout_upper_case_and_duplicates(realdata, tmp_path):
+    """Flat stage_2_images/ with upper-case names, stage_2_train.csv found although the
+    param names train-rle.csv, an unlabelled test folder, one image present twice."""
+    root = tmp_path / "siim"
+    files = sorted((realdata / "siim" / "dicom-images-train").rglob("*.dcm"))
+    (root / "stage_2_images").mkdir(parents=True)
+    (root / "stage_2_test_images").mkdir()
+    for f in files:
+        shutil.copy(f, root / "stage_2_images" / f"{f.stem}.DCM")
+    shutil.copy(files[0], root / "stage_2_images" / "copy-of-first.dcm")
+    (root / "stage_2_images" / "again").mkdir()
+    shutil.copy(files[1], root / "stage_2_images" / "again" / files[1].name)
+    shutil.copy(files[2], root / "stage_2_test_images" / "test-1.dcm")
+    shutil.copy(realdata / "siim" / "train-rle.csv", root / "stage_2_train.csv")
+    out = tmp_path / "out"
+    counts = prepare_siim.prepare_siim(
+        root=root, rle_csv="train-rle.csv", out_dir=out, image_size=16, split=SPLIT, seed=0, strict=False, workers=1
+    )
+    errors = json.loads((out / "report.json").read_text())["errors"]
+    assert counts["images"] == 9 and counts["unlabelled_files"] == 1 and counts["skipped"] == 3
+    assert sum(f"image {files[1].stem} is also the file" in e for e in errors) == 2
+    assert any("copy-of-first.dcm: image copy-of-first has no row" in e for e in errors)
+
+
+def test_cxr14_mirror_layout_and_2020_label_file(realdata, tmp_path):
+    """images_001/images/, images_002/images/ with upper-case names; only
+    Data_Entry_2017_v2020.csv present while the param names Data_Entry_2017.csv."""
+    root = tmp_path / "cxr14"
+    files = sorted((realdata / "cxr14" / "images").glob("*.png"))
+    for k, f in enumerate(files):
+        folder = root / f"images_00{1 + k % 2}" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, folder / (f.name if k % 3 else f.stem + ".PNG"))
+    shutil.copy(realdata / "cxr14" / "Data_Entry_2017.csv", root / "Data_Entry_2017_v2020.csv")
+    out = tmp_path / "out"
+    counts = prepare_cxr14.prepare_cxr14(
+        root=root,
+        labels_csv="Data_Entry_2017.csv",
+        out_dir=out,
+        image_size=16,
+        classes=["Pneumothorax"],
+        max_images=0,
+        split={"train": 1.0},
+        seed=0,
+        strict=True,
+        workers=1,
+        exclude_patients=set(),
+    )
+    assert counts["images"] == 40
+    names = [line.split(",")[0] for line in (out / "index.csv").read_text().splitlines()[1:]]
+    assert sorted(names) == sorted(f.name for f in files)
+    with pytest.raises(prepared.PrepareError, match="no label CSV"):
+        prepare_cxr14.prepare_cxr14(
+            root=root / "images_001",
+            labels_csv="Data_Entry_2017.csv",
+            out_dir=out,
+            image_size=16,
+            classes=["Pneumothorax"],
+            max_images=0,
+            split={"train": 1.0},
+            seed=0,
+            strict=True,
+            workers=1,
+            exclude_patients=set(),
+        )

@@ -220,8 +220,12 @@ def study(tmp_path) -> dict:
     return {"runs": runs, "baselines": baselines}
 
 
+def files(tmp_path) -> dict:
+    return {"json_path": tmp_path / "a.json", "md_path": tmp_path / "a.md", "headline_path": tmp_path / "h.json"}
+
+
 def test_report_end_to_end(tmp_path, study):
-    out = report.report(**study, resamples=500, seed=0, json_path=tmp_path / "a.json", md_path=tmp_path / "a.md")
+    out = report.report(**study, resamples=500, seed=0, **files(tmp_path))
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved == out
     assert not [k for k in keys(saved) if "." in k or " " in k]
@@ -260,13 +264,30 @@ def test_report_end_to_end(tmp_path, study):
     assert "siim_dice (vs all_empty)" in md and "dice_positive (vs location_prior)" in md
     assert "Smallest detectable difference" in md and "interval of the difference excludes 0" in md
 
+    # the headline: every variant and baseline, two numbers each, keys fit for `dvc exp show`
+    head = json.loads((tmp_path / "h.json").read_text())
+    assert list(head) == ["none", "labels", "pseudo_labels", "all_empty", "location_prior"]
+    for name, row in head.items():
+        source = {**saved["variants"], **saved["baselines"]}[name]["siim_dice"]
+        assert row["dice"] == round(source["value"], 4)
+        assert row["ci"] == round((source["high"] - source["low"]) / 2, 4) > 0 or name == "all_empty"
+    assert not [k for k in keys(head) if "." in k or " " in k]
+
+
+def test_headline_takes_the_clustering_nmi(tmp_path, study):
+    clustering = {"autoencoder": {"nmi": 0.0211, "ari": 0.0}, "raw_pixels": {"nmi": 0.01401, "ari": 0.0}}
+    (tmp_path / "pl.json").write_text(json.dumps(clustering))
+    report.report(**study, resamples=20, seed=0, **files(tmp_path), clustering_path=tmp_path / "pl.json")
+    head = json.loads((tmp_path / "h.json").read_text())
+    assert head["clustering"] == {"nmi_autoencoder": 0.0211, "nmi_raw_pixels": 0.014}
+
 
 def test_report_fails_on_a_file_with_other_image_order(tmp_path, study):
     bad = study["runs"]["labels"][1]
     lines = bad.read_text().splitlines()
     bad.write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
     with pytest.raises(ValueError, match=re.escape(str(bad))) as error:
-        report.report(**study, resamples=10, seed=0, json_path=tmp_path / "a.json", md_path=tmp_path / "a.md")
+        report.report(**study, resamples=10, seed=0, **files(tmp_path))
     assert "\n" not in str(error.value) and "order" in str(error.value)
     assert not (tmp_path / "a.json").exists()
 
@@ -276,10 +297,22 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path, study):
         "seed: 7\ntrain_unet: {variants: [none, labels], seeds: [0, 1]}\nreport: {resamples: 50}\n"
     )
     cmd = [sys.executable, str(root / "stages" / "report.py"), "--results", "evaluate", "--baselines", "baselines"]
-    cmd += ["--json", "m/ablation.json", "--md", "m/ablation.md"]
+    (tmp_path / "pl.json").write_text(json.dumps({n: {"nmi": 0.5} for n in ("autoencoder", "raw_pixels")}))
+    cmd += [
+        "--json",
+        "m/ablation.json",
+        "--md",
+        "m/ablation.md",
+        "--headline",
+        "m/h.json",
+        "--pseudo-labels",
+        "pl.json",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     saved = json.loads((tmp_path / "m" / "ablation.json").read_text())
     assert list(saved["variants"]) == ["none", "labels"] and saved["resamples"] == 50
     assert list(saved["baselines"]) == ["all_empty", "location_prior"]
     assert (tmp_path / "m" / "ablation.md").read_text().startswith("# Ablation")
+    head = json.loads((tmp_path / "m" / "h.json").read_text())
+    assert list(head) == ["none", "labels", "all_empty", "location_prior", "clustering"]

@@ -21,11 +21,20 @@ def main(argv: list[str] | None = None) -> int:
         description="Predict a pneumothorax mask for every DICOM given (files, or folders searched "
         "recursively, e.g. SIIM's dicom-images-test/) and write one CSV row per image: "
         "ImageId (the SOPInstanceUID), EncodedPixels (SIIM's relative column-major RLE, -1 when empty). "
-        "Unreadable files are listed on stderr and in OUT.errors.csv; the exit code is 1 if any failed.",
-        epilog="example: pneumo predict --model models/unet/labels-0 data/siim/dicom-images-test "
+        "Grayscale single-frame images in any transfer syntax pydicom's plugins decode are read; the others "
+        "(colour, multi-frame, no pixel data, unsupported syntax, unreadable) and files sharing one ImageId "
+        "are listed with their reason on stderr and in OUT.errors.csv. OUT.files.csv maps each row to its file.",
+        epilog="exit codes: 0 every file predicted; 1 some files listed in OUT.errors.csv, the others predicted; "
+        "2 nothing predicted: bad arguments, no input files, unusable model folder or device. "
+        "example: pneumo predict --model models/unet/labels-0 data/siim/dicom-images-test "
         "--out submission.csv --overlays overlays/",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM file or folder (searched recursively)")
+    p.add_argument(
+        "--pattern",
+        default="*.dcm",
+        help="file names searched for in folders, any case (default *.dcm; '*' for files without extension)",
+    )
     p.add_argument(
         "--model",
         type=Path,
@@ -40,25 +49,28 @@ def main(argv: list[str] | None = None) -> int:
         "and index.html, a contact sheet of them, into this folder",
     )
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
-    p.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto uses CUDA when available (default auto)"
-    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, the default), cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
 
-    from pneumo.tasks.predict_test import predict  # heavy imports only once the arguments are valid
+    from pneumo.tasks.predict_test import PredictError, predict  # heavy imports only once the arguments are valid
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    done, errors = predict(
-        model_dir=args.model,
-        inputs=args.inputs,
-        out_csv=args.out,
-        overlays_dir=args.overlays,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
+    try:
+        done, errors = predict(
+            model_dir=args.model,
+            inputs=args.inputs,
+            out_csv=args.out,
+            overlays_dir=args.overlays,
+            batch_size=args.batch_size,
+            device=args.device,
+            pattern=args.pattern,
+        )
+    except PredictError as e:
+        print(f"pneumo predict: error: {e}", file=sys.stderr)
+        return 2
     print(
-        f"{done} image(s) predicted -> {args.out}; {len(errors)} unreadable"
+        f"{done} image(s) predicted -> {args.out}; {len(errors)} file(s) not predicted"
         + (f" (listed in {args.out}.errors.csv)" if errors else ""),
         file=sys.stderr,
     )

@@ -29,10 +29,11 @@ def predict_probs(
     indices: np.ndarray,
     rt: Runtime | torch.device,
     batch_size: int = 32,
+    desc: str = "inference",
 ) -> np.ndarray:
     """Sigmoid probabilities (N, H, W) for the given rows of a prepared image array."""
     feed = data.loader(data.Arrays(images, None, indices), batch_size)
-    return torch.sigmoid(loop.run_model(model, feed, rt))[:, 0].numpy()
+    return torch.sigmoid(loop.run_model(model, feed, rt, desc=desc))[:, 0].numpy()
 
 
 def load_autoencoder(path: Path, device: torch.device) -> models.ConvAutoencoder:

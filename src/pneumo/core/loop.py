@@ -1,20 +1,25 @@
 """The one visible training loop every training stage runs (autoencoder, encoder
-pretraining, U-Net), inference over a loader, and the dvclive logger of a stage."""
+pretraining, U-Net), inference over a loader, and the dvclive logger of a stage, which
+also leaves one log line per epoch (epoch, losses, validation scores, seconds)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from pneumo.core import dist
 from pneumo.core.data import to_input
 from pneumo.core.runtime import Runtime
+from pneumo.progress import progress
+
+log = logging.getLogger(__name__)
 
 
 def train_one_epoch(
@@ -28,12 +33,15 @@ def train_one_epoch(
 ) -> float:
     """One pass over `data`; `batch_fn(batch) -> (inputs, targets)` on the device. Returns
     the mean loss over all batches (the global ones under torchrun). The loss is read back
-    from the device only for the progress bar, so a GPU never waits on it otherwise."""
+    from the device only when progress is drawn, so a GPU never waits on it otherwise."""
     model.train()
     total = torch.zeros((), device=rt.device)
     count = 0
-    bar = tqdm(data, desc=f"epoch {epoch}", leave=False, disable=None if dist.is_main() else True)
-    for batch in bar:
+
+    def running_loss() -> str:
+        return f"loss {total.item() / max(count, 1):.4f}"
+
+    for batch in progress(data, f"epoch {epoch}", status=running_loss):
         inputs, targets = batch_fn(batch)
         with rt.autocast():
             outputs = model(rt.inputs(inputs))
@@ -43,8 +51,6 @@ def train_one_epoch(
         optimizer.step()
         total += loss.detach() * len(inputs)
         count += len(inputs)
-        if not bar.disable:
-            bar.set_postfix(loss=f"{total.item() / count:.4f}")
     dist.sync_buffers(model.module if hasattr(model, "module") else model)
     total, count = dist.reduce_sum(total, count, device=rt.device)
     return total / max(count, 1)
@@ -52,7 +58,11 @@ def train_one_epoch(
 
 @torch.no_grad()
 def run_model(
-    model: nn.Module, data: DataLoader, rt: Runtime | torch.device, fn: Callable | None = None
+    model: nn.Module,
+    data: DataLoader,
+    rt: Runtime | torch.device,
+    fn: Callable | None = None,
+    desc: str = "inference",
 ) -> torch.Tensor:
     """Apply `fn(model, inputs)` (default: model(inputs)) over a loader; outputs on CPU,
     concatenated in the loader's order. Under torchrun each process runs its slice of each
@@ -60,7 +70,7 @@ def run_model(
     rt = rt if isinstance(rt, Runtime) else Runtime(rt)
     model.eval()
     outputs = []
-    for images, _ in data:
+    for images, _ in progress(data, desc):
         inputs = rt.inputs(to_input(images).to(rt.device, non_blocking=True))
         with rt.autocast():
             out = fn(model, inputs) if fn else model(inputs)
@@ -72,7 +82,8 @@ def live(directory: Path, start: int = 0):
     """A dvclive logger that writes only inside its own folder (plots declared in dvc.yaml).
     `start` > 0 continues a resumed run's history at that step; rows the killed run logged
     after its last checkpoint are dropped, so every epoch appears once. Under torchrun
-    only the main process logs (the others get a logger that discards)."""
+    only the main process logs (the others get a logger that discards). Each `next_step()`
+    also writes one log line with the step's values and seconds (`EpochLog`)."""
     from dvclive import Live
 
     if not dist.is_main():
@@ -89,7 +100,38 @@ def live(directory: Path, start: int = 0):
             summary.unlink(missing_ok=True)  # rewritten at the next step
     logger = Live(str(directory), dvcyaml=False, save_dvc_exp=False, resume=start > 0)
     logger.step = start
-    return logger
+    return EpochLog(logger, Path(directory).name)
+
+
+class EpochLog:
+    """A dvclive logger that also logs one line per step through `logging`, e.g.
+    `none-0 epoch 3: train/loss 0.5102 val/loss 0.5263 val/siim_dice 0.7402 (41.2 s)`,
+    whether or not a terminal is attached."""
+
+    def __init__(self, live, name: str):
+        self.live, self.name = live, name
+        self.values: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def log_metric(self, name: str, value, **kwargs) -> None:
+        self.live.log_metric(name, value, **kwargs)
+        self.values[name] = float(value)
+
+    def next_step(self) -> None:
+        shown = " ".join(f"{k} {v:.4f}" for k, v in self.values.items())
+        log.info(f"{self.name} epoch {self.live.step}: {shown} ({time.perf_counter() - self.started:.1f} s)")
+        self.live.next_step()
+        self.values, self.started = {}, time.perf_counter()
+
+    def __getattr__(self, attr):  # summary, step, ... of the dvclive logger
+        return getattr(self.live, attr)
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.live.__exit__(*exc)
 
 
 class _Discard:

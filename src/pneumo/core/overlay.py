@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 
 TRUTH, PREDICTION = (0, 200, 0), (0, 0, 255)  # BGR: green = ground truth, red = prediction
+OUTLINES = [("ground truth", TRUTH), ("prediction", PREDICTION)]  # the legend of `outline` pictures
+HEAT = [("Grad-CAM: low", "jet"), ("high", None)]  # the legend of `heatmap` pictures (a colour bar)
 
 
 def outline(image: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int, int]]], scale: int = 1) -> np.ndarray:
@@ -30,6 +32,11 @@ def heatmap(image: np.ndarray, heat: np.ndarray, scale: int = 1, alpha: float = 
 
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def blank() -> np.ndarray:
+    """A small white picture, written when there is nothing to show (so the output exists)."""
+    return np.full((8, 8, 3), 255, np.uint8)
 
 
 def _text_width(text: str, scale: float, thickness: int) -> int:
@@ -67,13 +74,42 @@ def _text_band(labels: list[str], widths: list[int], starts: list[int], total: i
     return band
 
 
+def _legend_band(items: list[tuple[str, object]], total: int, scale: float) -> np.ndarray:
+    """White band with `label swatch` pairs left to right: a swatch is a BGR colour (a short
+    thick line, as the outlines are drawn), "jet" (the heat maps' colour bar, low to high) or
+    None (text only)."""
+    thickness = max(1, round(scale * 2))
+    line_h = cv2.getTextSize("Ag", FONT, scale, thickness)[0][1] * 2
+    band = np.full((line_h * 3 // 2, total, 3), 255, np.uint8)
+    x, y = 8, line_h
+    for label, swatch in items:
+        if isinstance(swatch, tuple):
+            cv2.line(band, (x, y - line_h // 4), (x + line_h, y - line_h // 4), swatch, max(2, thickness * 2))
+            x += line_h + 6
+        elif swatch == "jet":
+            cv2.putText(band, label, (x, y), FONT, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+            x += _text_width(label, scale, thickness) + 6
+            ramp = cv2.applyColorMap(np.linspace(0, 255, 4 * line_h).astype(np.uint8)[None, :], cv2.COLORMAP_JET)
+            band[y - line_h * 3 // 4 : y, x : x + 4 * line_h] = np.repeat(ramp, line_h * 3 // 4, axis=0)
+            x += 4 * line_h + 6
+            continue
+        cv2.putText(band, label, (x, y), FONT, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        x += _text_width(label, scale, thickness) + 3 * line_h
+    return band
+
+
 def grid(
-    rows: list[list[np.ndarray]], pad: int = 2, headers: list[str] | None = None, title: str | None = None
+    rows: list[list[np.ndarray]],
+    pad: int = 2,
+    headers: list[str] | None = None,
+    title: str | None = None,
+    legend: list[tuple[str, object]] | None = None,
 ) -> np.ndarray:
     """Tile equally sized BGR tiles into one image (rows of columns).
 
-    `headers` (one per column) label the columns in a white band above the first row, and
-    `title` is a line above that; both in black text scaled to the tile width and wrapped."""
+    `headers` (one per column) label the columns in a white band above the first row,
+    `title` is a line above that, and `legend` (label, swatch) pairs (`OUTLINES`, `HEAT`) a
+    line below the title; all in black text scaled to the tile width and wrapped."""
     h, w = rows[0][0].shape[:2]
     columns = max(len(r) for r in rows)
     out = np.full((len(rows) * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
@@ -84,6 +120,8 @@ def grid(
     bands = []
     if title:
         bands.append(_text_band([title], [out.shape[1] - 2 * pad], [pad], out.shape[1], scale * 1.2))
+    if legend:
+        bands.append(_legend_band(legend, out.shape[1], scale))
     if headers is not None:
         if len(headers) != columns:
             raise ValueError(f"{len(headers)} headers for {columns} columns")

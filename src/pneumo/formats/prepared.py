@@ -16,7 +16,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+
+from pneumo.progress import progress
 
 SMALL_MASK_PIXELS = 4  # a positive mask below this many pixels at the working size is counted apart
 
@@ -80,7 +81,7 @@ def stream(jobs: list, decode: Callable, size: int, out_dir: Path, workers: int,
     kept, errors, count = [], [], 0
     with ProcessPoolExecutor(max_workers=workers) as pool:
         results = pool.map(decode, jobs, chunksize=8) if workers > 1 else map(decode, jobs)
-        for job, (status, value) in tqdm(zip(jobs, results, strict=False), total=n, desc=desc, disable=None):
+        for job, (status, value) in progress(zip(jobs, results, strict=False), desc, total=n, unit="files"):
             if status == "error":
                 errors.append(value)
                 continue
@@ -138,3 +139,18 @@ def load_prepared(folder: Path) -> tuple[np.ndarray, np.ndarray | None, list[dic
 
 def split_indices(rows: list[dict], split: str) -> np.ndarray:
     return np.array([i for i, r in enumerate(rows) if r["split"] == split], dtype=np.int64)
+
+
+def find_files(root: Path, suffix: str) -> list[Path]:
+    """Files under `root` (recursively) whose extension is `suffix` in any case, sorted: the
+    published datasets unpack into different layouts (`images/`, `images_001/images/`,
+    `dicom-images-train/<study>/<series>/`, a flat `stage_2_images/`) and upper-case names."""
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() == suffix and p.is_file())
+
+
+def find_csv(root: Path, name: str, published: tuple[str, ...]) -> Path:
+    """`root/name`, or else the one of the `published` names of that file present in `root`."""
+    for candidate in (name, *published):
+        if (Path(root) / candidate).is_file():
+            return Path(root) / candidate
+    raise PrepareError(f"{root}: no label CSV: neither {name!r} nor any of {list(published)} is there")

@@ -27,6 +27,7 @@ import torch
 from pneumo.core import data, gradcam, initialisations, metrics, models, overlay, runtime
 from pneumo.core.inference import load_unet
 from pneumo.formats.prepared import load_prepared, split_indices
+from pneumo.progress import progress
 
 
 def _head_model(encoder_path: Path, head_path: Path, variant: str, classes: list[str], device: torch.device):
@@ -87,15 +88,15 @@ def activation_maps(
     positive = test[masks[test].reshape(len(test), -1).any(1)]
     negative = np.setdiff1d(test, positive)
 
-    def batches(indices):
-        for start in range(0, len(indices), batch_size):
+    def batches(indices, desc="Grad-CAM"):
+        for start in progress(range(0, len(indices), batch_size), desc):
             chunk = indices[start : start + batch_size]
             yield chunk, data.to_input(torch.from_numpy(np.array(images[chunk]))).to(dev)
 
     def unet_cams(indices):
         """U-Net heat maps, post-processed predictions and target sources, batch by batch."""
         heat, predicted, sources = [], [], []
-        for chunk, x in batches(indices):
+        for chunk, x in batches(indices, "Grad-CAM (U-Net)"):
             with torch.no_grad():
                 probs = torch.sigmoid(unet(x)).cpu().numpy()[:, 0]
             pred = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
@@ -110,7 +111,8 @@ def activation_maps(
         return np.concatenate(heat), np.concatenate(predicted), np.concatenate(sources)
 
     def head_cams(model, indices, target):
-        out = [gradcam.gradcam(model, getattr(model.encoder, layer), x, target) for _, x in batches(indices)]
+        layer_module = getattr(model.encoder, layer)
+        out = [gradcam.gradcam(model, layer_module, x, target) for _, x in batches(indices, "Grad-CAM (head)")]
         return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]))
 
     heat_pos, _, sources_pos = unet_cams(positive)
@@ -155,7 +157,8 @@ def activation_maps(
             row.append(overlay.heatmap(image, head_heat[k], scale))
         grid_rows.append(row)
     grid_path.parent.mkdir(parents=True, exist_ok=True)
-    picture = overlay.grid(grid_rows, headers=headers, title=title) if grid_rows else np.full((8, 8, 3), 255, np.uint8)
+    legend = overlay.OUTLINES + overlay.HEAT
+    picture = overlay.grid(grid_rows, headers=headers, title=title, legend=legend) if grid_rows else overlay.blank()
     cv2.imwrite(str(grid_path), picture)
     metrics_path.write_text(json.dumps(result, indent=1) + "\n")
     return result

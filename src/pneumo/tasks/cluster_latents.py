@@ -111,7 +111,7 @@ def cluster_latents(
     k = k or len(classes)
     model = load_autoencoder(model_path, dev)
     feed = data.loader(data.Arrays(images, None, np.arange(len(images))), batch_size)
-    latents = loop.run_model(model, feed, dev, lambda m, x: m.encode(x, grid)).numpy()
+    latents = loop.run_model(model, feed, dev, lambda m, x: m.encode(x, grid), desc="latents").numpy()
     features = reduce(latents, standardize, pca_dim, seed)
     clusters = cluster(features, method, k, seed)
     raw = np.stack(

@@ -30,6 +30,19 @@ METRIC_DEFINITIONS = """\
 - `auc`: image-level pneumothorax presence AUC, scored by the maximum pixel probability."""
 
 
+STUDY_CITATION = (
+    "*Transfer Learning for Detection and Segmentation of Pneumothorax from Chest X-ray Images* "
+    "(the study this pipeline reproduces; see CITATION.cff)."
+)
+DATA_TERMS = """- SIIM-ACR Pneumothorax Segmentation (Kaggle, 2019; SIIM and ACR): the competition's data
+  rules apply; accept them on Kaggle before downloading. The films are NIH ChestX-ray14 images.
+- NIH ChestX-ray14 (NIH Clinical Center): usage unrestricted, provided the NIH download site
+  is linked, the NIH Clinical Center acknowledged, and this paper cited: Wang X, Peng Y, Lu L,
+  Lu Z, Bagheri M, Summers RM. ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks
+  on Weakly-Supervised Classification and Localization of Common Thorax Diseases. CVPR 2017.
+- The embedded phantoms (`synthesize`) hold no patient data."""
+
+
 def _empty_baseline(true: np.ndarray) -> dict:
     empty = np.zeros_like(true, dtype=bool)
     row = metrics.segmentation_report(empty, true, np.zeros(len(true)))
@@ -58,14 +71,14 @@ def evaluate(
     val_idx, test_idx = split_indices(rows, "val"), split_indices(rows, "test")
     size = images.shape[1]
     areas = metrics.min_areas(min_area_fractions, size)
-    val_probs = predict_probs(model, images, val_idx, dev)
+    val_probs = predict_probs(model, images, val_idx, dev, desc="evaluate: validation split")
     tuned = (
         metrics.tune_postprocess(val_probs, masks[val_idx], tops, areas, bottoms)
         if len(val_idx)
         else {"score": float("nan"), "top": 0.5, "min_area": 1, "bottom": 0.5}
     )
     post = {"top": tuned["top"], "min_area": tuned["min_area"], "bottom": tuned["bottom"], "image_size": size}
-    test_probs = predict_probs(model, images, test_idx, dev)
+    test_probs = predict_probs(model, images, test_idx, dev, desc="evaluate: test split")
     pred = metrics.postprocess(test_probs, post["top"], post["min_area"], post["bottom"])
     truth = masks[test_idx].astype(bool)
     score = test_probs.reshape(len(test_idx), -1).max(1) if len(test_idx) else np.zeros(0)
@@ -80,7 +93,12 @@ def evaluate(
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(result, indent=1) + "\n")
     per_image.write(plots_dir / "per_image.csv", [rows[i]["image_id"] for i in test_idx], pred, truth, score)
-    _plots(plots_dir, truth, score, images[test_idx], pred, n_overlays)
+    test = result["test"]
+    title = (
+        f"{meta['variant']}: test images, positives first; SIIM Dice {test['siim_dice']:.3f},"
+        f" Dice on positives {test['dice_positive']:.3f}, AUC {test['auc']:.3f}"
+    )
+    _plots(plots_dir, truth, score, images[test_idx], pred, n_overlays, title)
     leakage = json.loads(prepare_cxr14_metrics.read_text())
     synthetic = bool(rows) and all(r["image_id"].startswith(dicom.SYNTHETIC_UID_ROOT) for r in rows)
     val_empty = float(np.mean(~masks[val_idx].reshape(len(val_idx), -1).any(1))) if len(val_idx) else float("nan")
@@ -89,7 +107,9 @@ def evaluate(
     return result
 
 
-def _plots(plots_dir: Path, truth: np.ndarray, score: np.ndarray, images: np.ndarray, pred: np.ndarray, n: int) -> None:
+def _plots(
+    plots_dir: Path, truth: np.ndarray, score: np.ndarray, images: np.ndarray, pred: np.ndarray, n: int, title: str
+) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
     present = truth.reshape(len(truth), -1).any(1)
     roc, pr = [], []
@@ -101,14 +121,18 @@ def _plots(plots_dir: Path, truth: np.ndarray, score: np.ndarray, images: np.nda
     (plots_dir / "roc.json").write_text(json.dumps({"roc": roc}))
     (plots_dir / "pr.json").write_text(json.dumps({"pr": pr}))
     order = np.argsort(~present, kind="stable")[:n]  # positives first
-    tiles = [
-        overlay.outline(np.asarray(images[i]), [(truth[i], overlay.TRUTH), (pred[i], overlay.PREDICTION)], scale=3)
-        for i in order
-    ]
-    if tiles:
-        cv2.imwrite(str(plots_dir / "overlays.png"), overlay.grid([tiles[i : i + 4] for i in range(0, len(tiles), 4)]))
-    else:
-        cv2.imwrite(str(plots_dir / "overlays.png"), np.full((8, 8, 3), 255, np.uint8))
+    pairs = []  # each image twice: as it is, and with the outlines (which hide the finding's edge)
+    for i in order:
+        image = np.asarray(images[i])
+        outlines = [(truth[i], overlay.TRUTH), (pred[i], overlay.PREDICTION)]
+        pairs += [overlay.outline(image, [], scale=3), overlay.outline(image, outlines, scale=3)]
+    headers = ["radiograph", "truth (green), prediction (red)"] * 2
+    picture = (
+        overlay.grid([pairs[i : i + 4] for i in range(0, len(pairs), 4)], headers=headers, title=title,
+                     legend=overlay.OUTLINES)
+        if pairs else overlay.blank()
+    )  # fmt: skip
+    cv2.imwrite(str(plots_dir / "overlays.png"), picture)
 
 
 def _fmt(row: dict) -> str:
@@ -125,8 +149,15 @@ def _model_card(meta: dict, result: dict, rows: list[dict], leakage: dict, synth
         else "Trained on the SIIM-ACR data given by `data.siim_root`."
     ]
     limits.append(f"Input size {post['image_size']} px; masks are predicted at that size and resized back.")
-    limits.append("Not a medical device; for research only.")
+    hyper = meta.get("params", {})
+    hyper_line = ", ".join(f"{k} {v}" for k, v in sorted(hyper.items())) or "not recorded"
+    run = meta.get("runtime", {})
     return f"""# Model card: U-Net, encoder initialisation `{meta["variant"]}`
+
+## Intended use
+Research on how the encoder's initialisation changes pneumothorax segmentation (reproducing
+and extending the study below). Not for diagnosis, triage or any clinical decision: this is
+not a medical device, and it has not been validated on patients or against radiologists.
 
 - Architecture: U-Net, {meta["encoder"]} encoder, {meta["in_channels"]} input channel, {post["image_size"]} px.
 - Encoder initialisation: `{meta["variant"]}`; selected epoch {meta["best_epoch"]} (lowest validation loss).
@@ -134,6 +165,14 @@ def _model_card(meta: dict, result: dict, rows: list[dict], leakage: dict, synth
   val {splits["val"]} / test {splits["test"]}.
 - Pretraining data: CXR-14, {leakage.get("images", "?")} images after leaving out {leakage.get("excluded_leakage", "?")}
   images of patients that appear in the SIIM data (leakage control).
+
+## Training
+- Hyperparameters (`train_unet` params): {hyper_line}.
+- Loss Dice + pixel loss; the kept epoch has the lowest validation loss among epochs with a
+  trained encoder ({meta.get("selection", "lowest validation loss")}).
+- Input: grayscale, pixel / 255 standardised with mean {meta.get("input_scaling", {}).get("mean", "?")} and
+  std {meta.get("input_scaling", {}).get("std", "?")}.
+- Trained on {run.get("device", "?")} ({run.get("processes", 1)} process(es), AMP {run.get("amp", False)}).
 
 ## Post-processing (tuned on validation, frozen for test)
 top threshold {post["top"]}, minimum area {post["min_area"]} px, bottom threshold {post["bottom"]}.
@@ -152,4 +191,10 @@ Validation SIIM Dice after post-processing: {result["val"]["siim_dice"]:.3f}
 
 ## Limits
 {chr(10).join("- " + line for line in limits)}
+
+## Data and terms of use
+{DATA_TERMS}
+
+## Citation
+{STUDY_CITATION}
 """

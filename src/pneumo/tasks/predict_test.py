@@ -3,13 +3,16 @@
 The model folder is self-describing: `model.safetensors` (weights, architecture args,
 training image size) and `postprocess.json` (thresholds tuned by `evaluate`). Images are
 read with the same decoder as `prepare_siim`, predicted in batches and written as they
-go, so memory stays bounded for any number of inputs. Unreadable files are reported and
-skipped; every other image still gets its row.
+go, so memory stays bounded for any number of inputs. A row's ImageId is the file's
+SOPInstanceUID (SIIM's file names); OUT.files.csv says which file each row came from.
+Unreadable or refused files, and files sharing one ImageId, are reported and skipped;
+every other image still gets its row.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import html
 import json
 import logging
@@ -19,44 +22,124 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pneumo.core import data, metrics, overlay, runtime
 from pneumo.core.inference import load_unet
 from pneumo.formats import dicom, rle
 from pneumo.formats.prepared import resize
+from pneumo.progress import progress
 
 log = logging.getLogger(__name__)
 
 OVERLAY_SIZE = 512  # overlay PNGs are downsized to this width for the contact sheet
 
 
-def find_dicoms(inputs: Iterable[str | Path]) -> list[Path]:
-    """DICOM files given directly or found recursively in folders, in SIIM order (by ImageId
-    = file stem = SOPInstanceUID), each once."""
+class PredictError(ValueError):
+    """Nothing can be predicted: no input files, or no usable model (exit code 2)."""
+
+
+def find_dicoms(inputs: Iterable[str | Path], pattern: str = "*.dcm") -> list[Path]:
+    """DICOM files given directly (whatever their name) or found recursively in folders by
+    `pattern`, matched case-insensitively (`x.DCM` too), each once."""
     found: dict[Path, None] = {}
     for item in map(Path, inputs):
         if item.is_dir():
-            found.update(dict.fromkeys(sorted(item.rglob("*.dcm"))))
-        else:
+            found.update(dict.fromkeys(sorted(p for p in item.rglob("*") if p.is_file() and _matches(p, pattern))))
+        elif item.is_file():
             found[item] = None
-    return sorted(found, key=lambda p: (p.stem, str(p)))
+        else:
+            raise PredictError(f"{item}: no such file or folder")
+    if not found:
+        raise PredictError(
+            f"no input files: no file matching {pattern!r} (any case) under {', '.join(map(str, inputs))}"
+            " (pass --pattern '*' for files without an extension)"
+        )
+    return list(found)
 
 
-def _batches(files: list[Path], size: int, errors: list[tuple[str, str]]) -> Iterator[list[dicom.Radiograph]]:
-    batch = []
+def _matches(path: Path, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(path.name.lower(), pattern.lower())
+
+
+def identify(files: list[Path], errors: list[tuple[str, str]]) -> list[tuple[str, Path]]:
+    """(ImageId, file) for each readable header, in ImageId order. Files whose header is
+    unreadable, and every file of an ImageId that several files share (their rows would be
+    ambiguous), go to `errors` instead."""
+    by_id: dict[str, list[Path]] = {}
     for path in files:
+        try:
+            by_id.setdefault(dicom.read_image_id(path), []).append(path)
+        except dicom.DicomError as e:
+            _error(errors, path, str(e))
+    kept = []
+    for image_id, paths in sorted(by_id.items()):
+        if len(paths) == 1:
+            kept.append((image_id, paths[0]))
+            continue
+        for path in paths:
+            others = ", ".join(str(p) for p in paths if p != path)
+            _error(
+                errors, path, f"{path}: ImageId {image_id} (SOPInstanceUID) is also that of {others}: no row written"
+            )
+    return kept
+
+
+def _error(errors: list[tuple[str, str]], path: Path, message: str) -> None:
+    errors.append((str(path), message))
+    log.error(f"error: {message}")
+
+
+def _batches(files: list[tuple[str, Path]], size: int, errors: list) -> Iterator[list[dicom.Radiograph]]:
+    batch = []
+    for _, path in files:
         try:
             batch.append(dicom.read_dicom(path))
         except dicom.DicomError as e:
-            errors.append((str(path), str(e)))
-            log.error(f"error: {e}")
+            _error(errors, path, str(e))
             continue
         if len(batch) == size:
             yield batch
             batch = []
     if batch:
         yield batch
+
+
+def load_model(model_dir: Path, device: torch.device) -> tuple[torch.nn.Module, dict, dict]:
+    """(U-Net, its metadata, post-processing thresholds) of a model folder, or a PredictError
+    naming what is missing or wrong."""
+    if not model_dir.is_dir():
+        raise PredictError(f"{model_dir}: no such model folder (expected e.g. models/unet/labels-0)")
+    missing = [n for n in ("model.safetensors", "postprocess.json") if not (model_dir / n).is_file()]
+    if missing:
+        raise PredictError(
+            f"{model_dir}: not a model folder: missing {' and '.join(missing)} "
+            "(train_unet writes model.safetensors, evaluate writes postprocess.json)"
+        )
+    try:
+        model, meta = load_unet(model_dir / "model.safetensors", device)
+        post = json.loads((model_dir / "postprocess.json").read_text())
+        thresholds = {k: post[k] for k in ("top", "min_area", "bottom")}
+        int(meta["image_size"])
+    except Exception as e:  # a damaged or foreign file: safetensors, json and torch raise many types
+        raise PredictError(
+            f"{model_dir}: unusable model folder ({' '.join(f'{type(e).__name__}: {e}'.split())})"
+        ) from None
+    return model, meta, thresholds
+
+
+def device_of(name: str) -> torch.device:
+    """auto, cpu, cuda or cuda:N, checked against what this machine has."""
+    try:
+        dev = runtime.device_from(name)
+    except RuntimeError as e:
+        raise PredictError(f"--device {name}: not a device (auto, cpu, cuda or cuda:N): {e}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (dev.index or 0) >= count:
+            raise PredictError(f"--device {name}: this machine has {count} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise PredictError(f"--device {name}: not a device (auto, cpu, cuda or cuda:N)")
+    return dev
 
 
 def predict(
@@ -67,15 +150,19 @@ def predict(
     overlays_dir: Path | None = None,
     batch_size: int = 16,
     device: str = "auto",
+    pattern: str = "*.dcm",
 ) -> tuple[int, list[tuple[str, str]]]:
-    """Write the submission CSV; return (images predicted, [(file, error), ...])."""
-    dev = runtime.device_from(device)
-    model, meta = load_unet(model_dir / "model.safetensors", dev)
-    post = json.loads((model_dir / "postprocess.json").read_text())
+    """Write the submission CSV, OUT.errors.csv (file, error) and OUT.files.csv (ImageId,
+    file); return (images predicted, [(file, error), ...]). Raises PredictError when nothing
+    can be predicted (no input files, bad model folder, no such device)."""
+    files = find_dicoms(inputs, pattern)
+    dev = device_of(device)
+    model, meta, post = load_model(model_dir, dev)
     size = int(meta["image_size"])
-    files = find_dicoms(inputs)
     errors: list[tuple[str, str]] = []
+    identified = identify(files, errors)
     shown: list[tuple[str, bool]] = []
+    sources: list[tuple[str, str]] = []
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     if overlays_dir:
         overlays_dir.mkdir(parents=True, exist_ok=True)
@@ -83,8 +170,8 @@ def predict(
     with open(out_csv, "w", newline="") as f, torch.no_grad():
         writer = csv.writer(f)
         writer.writerow(["ImageId", "EncodedPixels"])
-        bar = tqdm(total=len(files), desc="predict", disable=None)
-        for batch in _batches(files, batch_size, errors):
+        batches = -(-len(identified) // batch_size)
+        for batch in progress(_batches(identified, batch_size, errors), "predict", total=batches):
             small = torch.from_numpy(np.stack([resize(r.pixels, size) for r in batch]))
             probs = torch.sigmoid(model(data.to_input(small).to(dev))).float().cpu().numpy()[:, 0]
             masks = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
@@ -92,19 +179,18 @@ def predict(
                 h, w = radiograph.pixels.shape
                 full = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
                 writer.writerow([radiograph.image_id, rle.encode(full)])
+                sources.append((radiograph.image_id, str(radiograph.path)))
                 if overlays_dir:
                     _write_overlay(overlays_dir, radiograph, full)
                     shown.append((radiograph.image_id, bool(full.any())))
             done += len(batch)
-            bar.update(len(batch))
-        bar.update(len(files) - bar.n)
-        bar.close()
-    errors_csv = out_csv.with_name(out_csv.name + ".errors.csv")
-    with open(errors_csv, "w", newline="") as f:
-        csv.writer(f).writerows([("file", "error"), *errors])
+    with open(out_csv.with_name(out_csv.name + ".errors.csv"), "w", newline="") as f:
+        csv.writer(f).writerows([("file", "error"), *sorted(errors)])
+    with open(out_csv.with_name(out_csv.name + ".files.csv"), "w", newline="") as f:
+        csv.writer(f).writerows([("ImageId", "file"), *sources])
     if overlays_dir:
         _contact_sheet(overlays_dir, shown, model_dir)
-    return done, errors
+    return done, sorted(errors)
 
 
 def _write_overlay(folder: Path, radiograph: dicom.Radiograph, mask: np.ndarray) -> None:

@@ -14,6 +14,8 @@ from pneumo.formats import dicom, rle
 from pneumo.formats.prepared import (
     SMALL_MASK_PIXELS,
     PrepareError,
+    find_csv,
+    find_files,
     finish,
     fresh_tmp,
     patient_split,
@@ -28,12 +30,15 @@ def _decode_siim(job: tuple[str, list[str] | None, int]) -> tuple[str, object]:
     try:
         image = dicom.read_dicom(path)
         if rles is None:
-            return "error", f"{path}: image {image.image_id} has no row in the RLE CSV"
+            return "error", f"{path}: image {Path(path).stem} has no row in the RLE CSV (rows name files)"
         h, w = image.pixels.shape
         small = resize_mask(rle.render(rles, h, w), size)  # labels are those of the working resolution
         return "ok", (image.image_id, image.patient_id, resize(image.pixels, size), small, int(small.any()))
     except (dicom.DicomError, rle.RLEError) as e:
         return "error", f"{path}: {e}" if str(path) not in str(e) else str(e)
+
+
+RLE_CSVS = ("train-rle.csv", "stage_2_train.csv")  # the stage-1 and stage-2 names of SIIM's mask CSV
 
 
 def prepare_siim(
@@ -47,23 +52,49 @@ def prepare_siim(
     strict: bool,
     workers: int,
 ) -> dict:
-    """SIIM root (dicom-images-train/**.dcm + RLE CSV) -> images.npy, masks.npy, index.csv."""
-    table = rle.read_csv(root / rle_csv)
-    files = sorted((root / "dicom-images-train").rglob("*.dcm"), key=lambda p: p.stem)
-    if not files:
-        raise PrepareError(f"{root / 'dicom-images-train'}: no .dcm files found")
+    """SIIM root (DICOMs anywhere below it + RLE CSV) -> images.npy, masks.npy, index.csv.
+
+    Both published layouts work: stage 1 (`dicom-images-train/<study>/<series>/<id>.dcm`,
+    `train-rle.csv`) and stage 2 (flat `stage_2_images/`, `stage_2_train.csv`). A file is
+    matched to its rows by name (`<ImageId>.dcm`, any case). Top-level folders where no file
+    has a row (`dicom-images-test/`) are unlabelled test images: counted, not read."""
+    csv_path = find_csv(root, rle_csv, RLE_CSVS)
+    table = rle.read_csv(csv_path)
+    found = find_files(root, ".dcm")
+    if not found:
+        raise PrepareError(f"{root}: no .dcm files found (searched recursively, any case)")
+
+    def top(p: Path) -> str:
+        parts = p.relative_to(root).parts
+        return parts[0] if len(parts) > 1 else "."
+
+    named = set(table.rles) | table.rejected
+    labelled = {top(p) for p in found if p.stem in named}
+    if not labelled:
+        raise PrepareError(f"{root}: none of its {len(found)} .dcm files is named by a row of {csv_path}")
+    files = [p for p in found if top(p) in labelled]
+    by_stem: dict[str, list[Path]] = {}
+    for p in files:
+        by_stem.setdefault(p.stem, []).append(p)
+    duplicates = [
+        f"{p}: skipped: image {stem} is also the file {', '.join(str(q) for q in paths if q != p)}"
+        for stem, paths in by_stem.items()
+        if len(paths) > 1
+        for p in paths
+    ]
+    files = [p for p in files if len(by_stem[p.stem]) == 1]
     # an image with a malformed row would get a mask missing that region: skip it instead
     rejected = [f"{p}: skipped: its RLE CSV has a malformed row" for p in files if p.stem in table.rejected]
-    files = [p for p in files if p.stem not in table.rejected]
+    files = sorted((p for p in files if p.stem not in table.rejected), key=lambda p: p.stem)
     jobs = [(str(p), table.rles.get(p.stem), image_size) for p in files]
     tmp = fresh_tmp(out_dir)
     kept, errors = stream(jobs, _decode_siim, image_size, tmp, workers, "prepare_siim", with_masks=True)
-    seen = {p.stem for p in files} | table.rejected
     errors = (
         table.errors
+        + duplicates
         + rejected
         + errors
-        + [f"{root / rle_csv}: row for image {i} has no DICOM file" for i in table.rles if i not in seen]
+        + [f"{csv_path}: row for image {i} has no DICOM file" for i in table.rles if i not in by_stem]
     )
     values = [v for _, v in kept]
     splits = patient_split([v[1] for v in values], split, seed)
@@ -73,6 +104,7 @@ def prepare_siim(
         "positive": sum(r[3] for r in rows),
         # positives that image_size shows with fewer than SMALL_MASK_PIXELS pixels: hard to learn or score
         f"positive_below_{SMALL_MASK_PIXELS}px": sum(0 < r[4] < SMALL_MASK_PIXELS for r in rows),
+        "unlabelled_files": len(found) - sum(len(v) for v in by_stem.values()),  # test folders, not read
         "skipped": len(errors),
         "errors": errors,
     }

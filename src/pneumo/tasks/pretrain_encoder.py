@@ -7,6 +7,7 @@ U-Net gets; the head is saved apart, only for activation maps."""
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -97,14 +98,20 @@ def pretrain_encoder(
             scheduler.step()
             live.log_metric("train/loss", summary["train_loss"])
             if len(val_idx):
-                logits = loop.run_model(model, val_data, rt)
+                logits = loop.run_model(model, val_data, rt, desc="validation")
                 truth = torch.from_numpy(targets[val_idx])
                 summary["val_loss"] = float(criterion(logits, truth))
                 live.log_metric("val/loss", summary["val_loss"])
                 if kind == "multilabel":
-                    for j, name in enumerate(classes):
-                        if 0 < truth[:, j].sum() < len(truth):
-                            live.log_metric(f"val/auc/{name}", float(roc_auc_score(truth[:, j], logits[:, j])))
+                    aucs = {
+                        re.sub(r"\W+", "_", name.lower()): float(roc_auc_score(truth[:, j], logits[:, j]))
+                        for j, name in enumerate(classes)
+                        if 0 < truth[:, j].sum() < len(truth)  # keys without spaces: "No Finding" -> no_finding
+                    }
+                    if aucs:
+                        summary["val_auc"] = float(np.mean(list(aucs.values())))
+                        live.log_metric("val/auc", summary["val_auc"])  # the mean over classes; per class:
+                        live.summary["val_auc_by_class"] = aucs  # in the summary, not 6 more curves
                 else:
                     summary["val_accuracy"] = float((logits.argmax(1) == truth).float().mean())
                     live.log_metric("val/accuracy", summary["val_accuracy"])

@@ -264,6 +264,25 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(summary: dict, clustering: dict | None = None) -> dict:
+    """The study's numbers as the one small metrics file `dvc exp show` and `dvc metrics diff`
+    list: per variant and content-free baseline its SIIM Dice (seed mean) and `ci`, the
+    half-width of its 95% interval (percentile intervals are nearly symmetric here; the exact
+    bounds are in the ablation JSON), plus the pseudo-labels' NMI for the autoencoder latent
+    and for raw pixels. Two numbers per variant is what fits a 200-column `exp show`; Dice on
+    positives, AUC and every difference with its interval are in the ablation report."""
+
+    def pair(estimate: dict) -> dict:
+        value, low, high = estimate["value"], estimate["low"], estimate["high"]
+        ci = None if low is None or high is None else round((high - low) / 2, 4)
+        return {"dice": None if value is None else round(value, 4), "ci": ci}
+
+    out = {name: pair(m["siim_dice"]) for group in ("variants", "baselines") for name, m in summary[group].items()}
+    if clustering:
+        out["clustering"] = {f"nmi_{name}": round(clustering[name]["nmi"], 4) for name in ("autoencoder", "raw_pixels")}
+    return out
+
+
 def report(
     *,
     runs: dict[str, list[Path]],
@@ -272,9 +291,12 @@ def report(
     seed: int,
     json_path: Path,
     md_path: Path,
+    headline_path: Path,
+    clustering_path: Path | None = None,
 ) -> dict:
     """Read the per-image CSVs (runs: variant -> one CSV per seed; baselines: name -> CSV),
-    check they share their images, and write the ablation JSON (DVC metrics) and Markdown."""
+    check they share their images, and write the ablation JSON and Markdown and the headline
+    metrics (with cluster_latents' NMI from `clustering_path`)."""
     paths = [p for ps in runs.values() for p in ps] + list(baselines.values())
     if not paths or any(not ps for ps in runs.values()):
         raise ValueError("report needs at least one CSV per variant")
@@ -286,10 +308,12 @@ def report(
         resamples=resamples,
         seed=seed,
     )
-    for path in (json_path, md_path):
+    clustering = json.loads(Path(clustering_path).read_text()) if clustering_path else None
+    for path in (json_path, md_path, headline_path):
         path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     md_path.write_text(markdown(summary))
+    headline_path.write_text(json.dumps(headline(summary, clustering), indent=1) + "\n")
     log.info(
         "report: %d test images (%d positive), %d resamples; smallest detectable siim_dice difference %s",
         summary["test_images"],

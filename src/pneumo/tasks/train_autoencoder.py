@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pneumo.core import checkpoints, data, dist, loop, models, runtime
+from pneumo.core import checkpoints, data, dist, loop, models, overlay, runtime
 from pneumo.formats.prepared import load_prepared, split_indices
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
@@ -89,7 +89,7 @@ def train_autoencoder(
         for epoch in range(start, epochs):
             train_loss = loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
             if len(val_idx):
-                val_loss = float(loop.run_model(model, val_data, rt, per_image_loss).mean())
+                val_loss = float(loop.run_model(model, val_data, rt, per_image_loss, desc="validation").mean())
             live.log_metric("train/loss", train_loss)
             live.log_metric("val/loss", val_loss)
             live.next_step()
@@ -103,17 +103,25 @@ def train_autoencoder(
     models.save_checkpoint(
         encoder_path, model.encoder, kind="encoder", encoder=encoder_name, in_channels=1, source="autoencoder"
     )
-    _reconstruction_grid(model, images, val_idx if len(val_idx) else train_idx, rt.device, reconstructions)
+    held_out = len(val_idx) > 0
+    _reconstruction_grid(model, images, val_idx if held_out else train_idx, rt.device, reconstructions, held_out)
     return {"train_loss": train_loss, "val_loss": val_loss}
 
 
-def _reconstruction_grid(model, images, indices, device, path: Path, n: int = 8) -> None:
-    """Top row inputs, bottom row reconstructions, as one PNG."""
+def _reconstruction_grid(model, images, indices, device, path: Path, held_out: bool, n: int = 8) -> None:
+    """Each row one validation film: the input and the reconstruction, as one PNG with headers."""
     pick = torch.from_numpy(np.array(images[indices[:n]]))
     model.eval()
     with torch.no_grad():
         recon = model(data.to_input(pick).to(device)).cpu()[:, 0]
     recon = np.clip((recon.numpy() * data.STD + data.MEAN) * 255, 0, 255).astype(np.uint8)
-    grid = np.vstack([np.hstack(list(pick.numpy())), np.hstack(list(recon))])
+    scale = max(1, 192 // pick.shape[1])
+    rows = [
+        [overlay.outline(np.asarray(x), [], scale), overlay.outline(y, [], scale)]
+        for x, y in zip(pick.numpy(), recon, strict=True)
+    ]
+    which = "validation films (not trained on)" if held_out else "training films (no validation split)"
+    title = f"autoencoder reconstructions: {len(rows)} CXR-14 {which}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
+    picture = overlay.grid(rows, headers=["input", "reconstruction"], title=title) if rows else overlay.blank()
+    cv2.imwrite(str(path), picture)

@@ -127,7 +127,7 @@ def train_unet(
             live.log_metric("train/loss", loss)
             val_loss = float("nan")
             if len(val_idx):
-                probs = inference.predict_probs(model, images, val_idx, rt, batch_size)
+                probs = inference.predict_probs(model, images, val_idx, rt, batch_size, desc="validation")
                 val_loss = validation_loss(criterion, probs, val_masks)
                 live.log_metric("val/loss", val_loss)
                 for name, value in validation_scores(probs, val_masks, val_positive).items():

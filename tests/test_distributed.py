@@ -4,6 +4,7 @@ augmentations are the same by construction (pneumo.dist); batch norm statistics 
 process and the batch Dice loss averaged over two half batches make the only difference."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_two_processes_under_torchrun_match_one(root, workspace):
 
 
 EXACT = """
-import sys
+import os, sys
 import numpy as np, torch
 from segmentation_models_pytorch.losses import DiceLoss
 from pneumo.core import data, dist, loop, runtime
@@ -124,7 +125,9 @@ batch_fn = lambda b: data.augment(data.to_input(b[0]), b[1][:, None].float(), ge
 optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
 losses = [loop.train_one_epoch(step, DiceLoss("binary"), optimizer, feed, batch_fn, rt, e) for e in range(3)]
 outputs = loop.run_model(model, data.loader(data.Arrays(images, None, np.arange(13)), 4, rt=rt), rt)
-torch.save({"weights": model.state_dict(), "losses": losses, "outputs": outputs}, f"{sys.argv[1]}.{dist.rank()}")
+result = {"weights": model.state_dict(), "losses": losses, "outputs": outputs, "world": dist.world()}
+result["per_node"] = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+torch.save(result, f"{sys.argv[1]}.{dist.rank()}")
 """
 
 
@@ -149,6 +152,62 @@ def test_without_batch_norm_two_processes_take_exactly_the_single_process_steps(
             torch.testing.assert_close(rank["weights"][k], w, rtol=1e-4, atol=1e-5)
         assert rank["outputs"].shape == (13, 1, 16, 16)  # gathered in order, padding dropped
         torch.testing.assert_close(rank["outputs"], one["outputs"], rtol=1e-4, atol=1e-4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_through_c10d_rendezvous_take_the_single_process_steps(tmp_path):
+    """Two torchrun agents on 127.0.0.1, each a "node" with one process, meet through
+    torchrun's c10d rendezvous (not --standalone) and train what one process trains."""
+    script = tmp_path / "exact.py"
+    script.write_text(EXACT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = [sys.executable, "-m", "pneumo.launch", "1", str(script), str(tmp_path / "one")]
+    proc = subprocess.run(single, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    nodes = {**env, "PNEUMO_NNODES": "2", "PNEUMO_RDZV_ENDPOINT": f"127.0.0.1:{free_port()}"}
+    cmd = [sys.executable, "-m", "pneumo.launch", "2", str(script), str(tmp_path / "nodes")]
+    agents = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=nodes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    logs = [a.communicate(timeout=300)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    one = torch.load(tmp_path / "one.0", weights_only=True)
+    two = [torch.load(tmp_path / f"nodes.{rank}", weights_only=True) for rank in (0, 1)]  # one process per node
+    for rank in two:
+        assert (rank["world"], rank["per_node"]) == (2, 1)  # two processes, one on each node
+        np.testing.assert_allclose(rank["losses"], one["losses"], rtol=1e-5)
+        assert one["losses"][-1] < one["losses"][0]
+        for k, w in one["weights"].items():
+            assert torch.equal(rank["weights"][k], two[0]["weights"][k])  # one model on both nodes
+            torch.testing.assert_close(rank["weights"][k], w, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(rank["outputs"], one["outputs"], rtol=1e-4, atol=1e-4)
+
+
+def test_launch_spreads_nproc_over_nodes_through_the_c10d_rendezvous():
+    from pneumo.launch import command
+
+    assert "--standalone" in command(4, "s.py", [], {})
+    env = {"PNEUMO_NNODES": "2", "PNEUMO_RDZV_ENDPOINT": "head:29400"}
+    cmd = command(4, "s.py", ["--a", "1"], env)
+    assert "--nnodes=2" in cmd and "--nproc_per_node=2" in cmd and "--rdzv_backend=c10d" in cmd
+    assert "--rdzv_endpoint=head:29400" in cmd and "--standalone" not in cmd
+    assert cmd[-3:] == ["s.py", "--a", "1"]
+    assert [a for a in cmd if a.startswith("--rdzv_id")] == [
+        a for a in command(4, "s.py", ["--a", "1"], env) if a.startswith("--rdzv_id")
+    ]  # same on every node
+    slurm = command(4, "s.py", [], {**env, "PNEUMO_NODE_LAUNCHER": "srun --nodes=2 --ntasks-per-node=1"})
+    assert slurm[:3] == ["srun", "--nodes=2", "--ntasks-per-node=1"]
+    for bad in ({"PNEUMO_NNODES": "3", "PNEUMO_RDZV_ENDPOINT": "h"}, {"PNEUMO_NNODES": "2"}, {"PNEUMO_NNODES": "x"}):
+        with pytest.raises(ValueError, match="PNEUMO_NNODES"):
+            command(4, "s.py", [], bad)
 
 
 def test_shard_gives_each_process_its_slice_of_every_global_batch():

@@ -1,7 +1,8 @@
 """Multi-process training under `torchrun`: one process per GPU (NCCL), or per CPU share
-(gloo), with DistributedDataParallel. `nproc` is a hardware knob, not a new experiment:
-`batch_size` stays the global batch, every process draws the same sample order and the
-same augmentation numbers and keeps its own slice of each global batch, and the loss is
+(gloo), with DistributedDataParallel, on one node or several (pneumo.launch). `nproc` is
+a hardware knob, not a new experiment: `batch_size` stays the global batch, every process
+draws the same sample order and the same augmentation numbers and keeps its own slice of
+each global batch, and the loss is
 computed on the gathered global batch (`gather_for_loss`), so a run on N processes takes
 the steps of a single-process run. What still differs: batch-norm statistics come from
 each process's slice (their running averages are averaged after every epoch; SyncBatchNorm
@@ -43,13 +44,17 @@ def start(device: torch.device) -> torch.device:
     if device.type == "cuda":
         local = int(os.environ["LOCAL_RANK"])
         if local >= torch.cuda.device_count():
-            raise RuntimeError(f"nproc={os.environ['WORLD_SIZE']} processes but {torch.cuda.device_count()} GPU(s)")
+            per_node = os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
+            raise RuntimeError(f"{per_node} processes on this node but {torch.cuda.device_count()} GPU(s)")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     atexit.register(stop)
     if is_main():
-        log.info(f"DistributedDataParallel: {world()} processes, backend {dist.get_backend()}, device {device.type}")
+        nodes = world() // int(os.environ.get("LOCAL_WORLD_SIZE", world()))
+        where = f" on {nodes} nodes" if nodes > 1 else ""
+        backend = dist.get_backend()
+        log.info(f"DistributedDataParallel: {world()} processes, backend {backend}, device {device.type}{where}")
     return device
 
 

@@ -3,6 +3,7 @@ arrays: what evaluation, prediction, clustering and activation maps share."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,24 @@ def load_unet(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     return model.to(device).eval(), meta
 
 
+def iter_probs(
+    model: nn.Module,
+    images: np.ndarray,
+    indices: np.ndarray,
+    rt: Runtime | torch.device,
+    batch_size: int = 32,
+    desc: str = "inference",
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, sigmoid probabilities (B, H, W) float32) batch by batch, in the order of
+    `indices`: host memory holds one batch, whatever the size of the split."""
+    feed = data.loader(data.Arrays(images, None, indices), batch_size)
+    done = 0
+    for out in loop.iter_model(model, feed, rt, desc=desc):
+        probs = torch.sigmoid(out)[:, 0].numpy()
+        yield np.asarray(indices)[done : done + len(probs)], probs
+        done += len(probs)
+
+
 def predict_probs(
     model: nn.Module,
     images: np.ndarray,
@@ -31,9 +50,10 @@ def predict_probs(
     batch_size: int = 32,
     desc: str = "inference",
 ) -> np.ndarray:
-    """Sigmoid probabilities (N, H, W) for the given rows of a prepared image array."""
-    feed = data.loader(data.Arrays(images, None, indices), batch_size)
-    return torch.sigmoid(loop.run_model(model, feed, rt, desc=desc))[:, 0].numpy()
+    """Sigmoid probabilities (N, H, W) for the given rows of a prepared image array (the
+    whole split in memory: for small sets; stages use `iter_probs`)."""
+    parts = [probs for _, probs in iter_probs(model, images, indices, rt, batch_size, desc)]
+    return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:]), np.float32)
 
 
 def load_autoencoder(path: Path, device: torch.device) -> models.ConvAutoencoder:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -57,6 +57,29 @@ def train_one_epoch(
 
 
 @torch.no_grad()
+def iter_model(
+    model: nn.Module,
+    data: DataLoader,
+    rt: Runtime | torch.device,
+    fn: Callable | None = None,
+    desc: str = "inference",
+) -> Iterator[torch.Tensor]:
+    """Apply `fn(model, inputs)` (default: model(inputs)) over a loader, yielding each
+    batch's outputs on CPU in the loader's order, so a caller can reduce them as they come
+    instead of holding a whole split. Under torchrun each process runs its slice of each
+    batch and every process gets all outputs (the padding of the last batch dropped)."""
+    rt = rt if isinstance(rt, Runtime) else Runtime(rt)
+    model.eval()
+    left = len(data.sampler.order)
+    for images, _ in progress(data, desc):
+        inputs = rt.inputs(to_input(images).to(rt.device, non_blocking=True))
+        with rt.autocast():
+            out = fn(model, inputs) if fn else model(inputs)
+        out = dist.gather(out.float()).cpu()[:left]
+        left -= len(out)
+        yield out
+
+
 def run_model(
     model: nn.Module,
     data: DataLoader,
@@ -64,18 +87,9 @@ def run_model(
     fn: Callable | None = None,
     desc: str = "inference",
 ) -> torch.Tensor:
-    """Apply `fn(model, inputs)` (default: model(inputs)) over a loader; outputs on CPU,
-    concatenated in the loader's order. Under torchrun each process runs its slice of each
-    batch and every process gets all outputs."""
-    rt = rt if isinstance(rt, Runtime) else Runtime(rt)
-    model.eval()
-    outputs = []
-    for images, _ in progress(data, desc):
-        inputs = rt.inputs(to_input(images).to(rt.device, non_blocking=True))
-        with rt.autocast():
-            out = fn(model, inputs) if fn else model(inputs)
-        outputs.append(dist.gather(out.float()).cpu())
-    return torch.cat(outputs)[: len(data.sampler.order)] if outputs else torch.zeros(0)
+    """`iter_model`'s outputs concatenated: for outputs small per image (latents, logits)."""
+    outputs = list(iter_model(model, data, rt, fn, desc))
+    return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
 def live(directory: Path, start: int = 0):

@@ -52,6 +52,44 @@ def min_areas(fractions: list[float], size: int) -> list[int]:
     return sorted({int(round(f * size * size)) for f in fractions})
 
 
+def threshold_counts(probs: np.ndarray, true: np.ndarray, thresholds: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per image and threshold (N, T): pixels above the threshold, and how many of them are
+    true. Everything the post-processing search needs, so it can run batch by batch."""
+    p, t = np.asarray(probs).reshape(len(probs), -1), _flat(true)
+    above = np.zeros((len(p), len(thresholds)), np.int64)
+    hits = np.zeros_like(above)
+    for j, thr in enumerate(thresholds):
+        mask = p > thr
+        above[:, j], hits[:, j] = mask.sum(1), (mask & t).sum(1)
+    return above, hits
+
+
+def best_postprocess(
+    above: np.ndarray,
+    hits: np.ndarray,
+    true_pixels: np.ndarray,
+    thresholds: list[float],
+    tops: list[float],
+    areas: list[int],
+    bottoms: list[float],
+) -> dict:
+    """The (top, min_area, bottom) with the best mean per-image Dice, from `threshold_counts`
+    (columns in the order of `thresholds`) and each image's true pixel count."""
+    column = {thr: j for j, thr in enumerate(thresholds)}
+    best = {"score": -1.0}
+    for top, area, bottom in itertools.product(tops, areas, bottoms):
+        if bottom > top:
+            continue
+        keep = above[:, column[top]] >= max(area, 1)
+        predicted = np.where(keep, above[:, column[bottom]], 0)
+        inter = np.where(keep, hits[:, column[bottom]], 0)
+        total = predicted + true_pixels
+        score = float(np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1)).mean())
+        if score > best["score"]:
+            best = {"score": score, "top": top, "min_area": int(area), "bottom": bottom}
+    return best
+
+
 def tune_postprocess(
     probs: np.ndarray, true: np.ndarray, tops: list[float], areas: list[int], bottoms: list[float]
 ) -> dict:
@@ -60,41 +98,50 @@ def tune_postprocess(
     Same scores as `dice_per_image(postprocess(...))` for every combination, but the pixels
     are read once per threshold, not once per combination: per image, the number of pixels
     above each threshold and how many of them are true, then every combination is
-    arithmetic on those (N,) counts (at 512 px the pixel passes dominate an epoch)."""
-    p, t = np.asarray(probs).reshape(len(probs), -1), _flat(true)
-    true_pixels = t.sum(1)
-    above, hits = {}, {}
-    for thr in sorted(set(tops) | set(bottoms)):
-        mask = p > thr
-        above[thr], hits[thr] = mask.sum(1), (mask & t).sum(1)
-    best = {"score": -1.0}
-    for top, area, bottom in itertools.product(tops, areas, bottoms):
-        if bottom > top:
-            continue
-        keep = above[top] >= max(area, 1)
-        predicted = np.where(keep, above[bottom], 0)
-        inter = np.where(keep, hits[bottom], 0)
-        total = predicted + true_pixels
-        score = float(np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1)).mean())
-        if score > best["score"]:
-            best = {"score": score, "top": top, "min_area": int(area), "bottom": bottom}
-    return best
+    arithmetic on those (N,) counts (at 512 px the pixel passes dominate). `evaluate` runs
+    the same two steps batch by batch, so the split is never in memory at once."""
+    thresholds = sorted(set(tops) | set(bottoms))
+    above, hits = threshold_counts(probs, true, thresholds)
+    return best_postprocess(above, hits, _flat(true).sum(1), thresholds, tops, areas, bottoms)
 
 
-def segmentation_report(pred: np.ndarray, true: np.ndarray, presence_score: np.ndarray) -> dict:
-    """The evaluation table's row for one set of predicted masks."""
-    positive = _flat(true).any(1)
-    dice = dice_per_image(pred, true)
+def pixel_counts(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image (N,): true pixels, predicted pixels and their intersection. Every number of
+    `segmentation_report` is a function of these and the presence score, so a split can be
+    scored batch by batch."""
+    p, t = _flat(pred), _flat(true)
+    return {"mask_pixels": t.sum(1), "pred_pixels": p.sum(1), "intersection": (p & t).sum(1)}
+
+
+def report_from_counts(counts: dict[str, np.ndarray], presence_score: np.ndarray) -> dict:
+    """`segmentation_report` from `pixel_counts` (concatenated over batches)."""
+    t, p, inter = (np.asarray(counts[k], np.int64) for k in ("mask_pixels", "pred_pixels", "intersection"))
+    positive = t > 0
+    total, union = p + t, p + t - inter
+    dice = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+    iou = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+    pooled_total = p.sum() + t.sum()
     both = positive.any() and (~positive).any()
     return {
         "siim_dice": float(dice.mean()),
         "dice_positive": float(dice[positive].mean()) if positive.any() else float("nan"),
-        "dice_pooled": pooled_dice(pred, true),
-        "iou": float(iou_per_image(pred, true).mean()),
+        "dice_pooled": float(2 * inter.sum() / pooled_total) if pooled_total else 0.0,
+        "iou": float(iou.mean()),
         "auc": float(roc_auc_score(positive, presence_score)) if both else float("nan"),
-        "images": int(len(true)),
+        "images": int(len(t)),
         "positive_images": int(positive.sum()),
     }
+
+
+def concat_counts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """`pixel_counts` of consecutive batches as one table."""
+    keys = ("mask_pixels", "pred_pixels", "intersection")
+    return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, np.int64) for k in keys}
+
+
+def segmentation_report(pred: np.ndarray, true: np.ndarray, presence_score: np.ndarray) -> dict:
+    """The evaluation table's row for one set of predicted masks."""
+    return report_from_counts(pixel_counts(pred, true), presence_score)
 
 
 def purity(clusters: np.ndarray, labels: np.ndarray) -> float:

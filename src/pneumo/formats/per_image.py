@@ -19,14 +19,20 @@ Table = dict[str, np.ndarray]
 def write(path: Path, image_ids: list[str], pred: np.ndarray, true: np.ndarray, score: np.ndarray) -> None:
     """Truth, predicted and shared pixel counts, Dice after post-processing and the
     image-level presence score of each image."""
-    p, t = pred.reshape(len(pred), -1).astype(bool), true.reshape(len(true), -1).astype(bool)
-    dice = metrics.dice_per_image(p, t)
+    write_counts(path, image_ids, metrics.pixel_counts(pred, true), score)
+
+
+def write_counts(path: Path, image_ids: list[str], counts: dict[str, np.ndarray], score: np.ndarray) -> None:
+    """`write` from `metrics.pixel_counts` (what `evaluate` gathers batch by batch)."""
+    t, p, inter = (np.asarray(counts[k], np.int64) for k in ("mask_pixels", "pred_pixels", "intersection"))
+    total = p + t
+    dice = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for i, image_id in enumerate(image_ids):
-            row = (int(t[i].any()), int(t[i].sum()), int(p[i].sum()), int((p[i] & t[i]).sum()))
+            row = (int(t[i] > 0), int(t[i]), int(p[i]), int(inter[i]))
             writer.writerow([image_id, *row, f"{dice[i]:.6f}", f"{float(score[i]):.6f}"])
 
 

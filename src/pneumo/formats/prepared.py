@@ -74,7 +74,9 @@ def patient_split(patients: list[str], fractions: dict[str, float], seed: int) -
 
 
 def stream(jobs: list, decode: Callable, size: int, out_dir: Path, workers: int, desc: str, with_masks: bool):
-    """Decode jobs in order across processes, writing good images into memmaps."""
+    """Decode jobs in order across processes, writing good images into memmaps. `decode(job)`
+    returns ("ok", (image, mask or None, meta)) or ("error", message); returns the
+    [(job, meta)] of the good ones and the error messages."""
     n = len(jobs)
     images = np.lib.format.open_memmap(out_dir / "images.npy", "w+", np.uint8, (n, size, size))
     masks = np.lib.format.open_memmap(out_dir / "masks.npy", "w+", np.uint8, (n, size, size)) if with_masks else None
@@ -85,11 +87,11 @@ def stream(jobs: list, decode: Callable, size: int, out_dir: Path, workers: int,
             if status == "error":
                 errors.append(value)
                 continue
+            image, mask, meta = value
+            images[count] = image
             if with_masks:
-                images[count], masks[count] = value[2], value[3]
-            else:
-                images[count] = value
-            kept.append((job, value))
+                masks[count] = mask
+            kept.append((job, meta))  # the pixels live in the memmaps only: memory stays flat in N
             count += 1
     for name, array in (("images.npy", images), ("masks.npy", masks)):
         if array is not None and count < n:  # drop the slots of skipped files

@@ -85,7 +85,10 @@ def activation_maps(
     post = json.loads((model_dir / "postprocess.json").read_text())
     images, masks, rows = load_prepared(siim_dir)
     test = split_indices(rows, "test")
-    positive = test[masks[test].reshape(len(test), -1).any(1)]
+    present = [
+        masks[test[a : a + batch_size]].reshape(-1, masks[0].size).any(1) for a in range(0, len(test), batch_size)
+    ]
+    positive = test[np.concatenate(present)] if present else test
     negative = np.setdiff1d(test, positive)
 
     def batches(indices, desc="Grad-CAM"):
@@ -93,30 +96,36 @@ def activation_maps(
             chunk = indices[start : start + batch_size]
             yield chunk, data.to_input(torch.from_numpy(np.array(images[chunk]))).to(dev)
 
-    def unet_cams(indices):
-        """U-Net heat maps, post-processed predictions and target sources, batch by batch."""
-        heat, predicted, sources = [], [], []
+    def unet_cams(indices, keep_maps: bool = True):
+        """U-Net heat maps (only when `keep_maps`: the metric needs only each image's mass
+        inside its mask, so the positives' maps are never all held), post-processed
+        predictions, target sources and mass inside the dilated mask, batch by batch."""
+        heat, predicted, sources, inside = [], [], [], []
         for chunk, x in batches(indices, "Grad-CAM (U-Net)"):
             with torch.no_grad():
                 probs = torch.sigmoid(unet(x)).cpu().numpy()[:, 0]
             pred = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
             regions, source = unet_regions(probs, pred, masks[chunk])
             target = gradcam.region_logit_sum(torch.from_numpy(regions))
-            heat.append(gradcam.gradcam(unet, getattr(unet.encoder, layer), x, target))
-            predicted.append(pred)
+            cam = gradcam.gradcam(unet, getattr(unet.encoder, layer), x, target)
+            inside.append(gradcam.mass_inside(cam, masks[chunk], dilate))
             sources.append(source)
-        if not heat:
+            if keep_maps:
+                heat.append(cam)
+                predicted.append(pred)
+        if not sources:
             empty = np.zeros((0, *images.shape[1:]))
-            return empty, empty.astype(bool), np.zeros(0, dtype=object)
-        return np.concatenate(heat), np.concatenate(predicted), np.concatenate(sources)
+            return empty, empty.astype(bool), np.zeros(0, dtype=object), np.zeros(0)
+        if not keep_maps:
+            return None, None, np.concatenate(sources), np.concatenate(inside)
+        return np.concatenate(heat), np.concatenate(predicted), np.concatenate(sources), np.concatenate(inside)
 
     def head_cams(model, indices, target):
         layer_module = getattr(model.encoder, layer)
         out = [gradcam.gradcam(model, layer_module, x, target) for _, x in batches(indices, "Grad-CAM (head)")]
         return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]))
 
-    heat_pos, _, sources_pos = unet_cams(positive)
-    inside = gradcam.mass_inside(heat_pos, masks[positive], dilate)
+    _, _, sources_pos, inside = unet_cams(positive, keep_maps=False)
     result = {
         "variant": variant,
         "layer": layer,
@@ -133,7 +142,7 @@ def activation_maps(
     )
     shown = np.sort(shown)[:n_images]
     heads, head_target = _head_model(encoder_path, head_path, variant, classes, dev)
-    unet_heat, pred, _ = unet_cams(shown)
+    unet_heat, pred, _, _ = unet_cams(shown)
     head_heat = head_cams(heads, shown, head_target) if heads is not None else None
     scale = max(1, 192 // images.shape[1])
     headers = ["radiograph", "truth (green)", "prediction (red)", "U-Net Grad-CAM"]

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from pneumo.core import metrics, overlay, runtime
-from pneumo.core.inference import load_unet, predict_probs
+from pneumo.core.inference import iter_probs, load_unet
 from pneumo.formats import dicom, per_image
 from pneumo.formats.prepared import load_prepared, split_indices
 
@@ -43,11 +43,29 @@ DATA_TERMS = """- SIIM-ACR Pneumothorax Segmentation (Kaggle, 2019; SIIM and ACR
 - The embedded phantoms (`synthesize`) hold no patient data."""
 
 
-def _empty_baseline(true: np.ndarray) -> dict:
-    empty = np.zeros_like(true, dtype=bool)
-    row = metrics.segmentation_report(empty, true, np.zeros(len(true)))
+def _empty_baseline(true_pixels: np.ndarray) -> dict:
+    nothing = np.zeros_like(true_pixels)
+    counts = {"mask_pixels": true_pixels, "pred_pixels": nothing, "intersection": nothing}
+    row = metrics.report_from_counts(counts, np.zeros(len(true_pixels)))
     row["auc"] = 0.5  # a constant score ranks nothing
     return row
+
+
+class Shown:
+    """The overlay plot's images while the test split streams by: the first `n` positives,
+    then negatives if there are fewer (what sorting all images positives-first would pick)."""
+
+    def __init__(self, n: int):
+        self.n, self.kept = n, {True: [], False: []}
+
+    def offer(self, rows: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> None:
+        for k, row in enumerate(rows):
+            present = bool(truth[k].any())
+            if len(self.kept[present]) < self.n:
+                self.kept[present].append((row, np.array(truth[k], bool), pred[k]))
+
+    def picked(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        return (self.kept[True] + self.kept[False])[: self.n]
 
 
 def evaluate(
@@ -64,6 +82,7 @@ def evaluate(
     bottoms: list[float],
     n_overlays: int,
     device: str = "auto",
+    batch_size: int = 32,
 ) -> dict:
     dev = runtime.device_from(device)
     model, meta = load_unet(model_path, dev)
@@ -71,20 +90,34 @@ def evaluate(
     val_idx, test_idx = split_indices(rows, "val"), split_indices(rows, "test")
     size = images.shape[1]
     areas = metrics.min_areas(min_area_fractions, size)
-    val_probs = predict_probs(model, images, val_idx, dev, desc="evaluate: validation split")
+    # both splits stream batch by batch: per-image counts are kept, never the probabilities
+    thresholds = sorted(set(tops) | set(bottoms))
+    above, hits, val_true = [], [], []
+    for idx, probs in iter_probs(model, images, val_idx, dev, batch_size, desc="evaluate: validation split"):
+        truth = masks[idx]
+        a, h = metrics.threshold_counts(probs, truth, thresholds)
+        above.append(a)
+        hits.append(h)
+        val_true.append(truth.reshape(len(truth), -1).sum(1, dtype=np.int64))
     tuned = (
-        metrics.tune_postprocess(val_probs, masks[val_idx], tops, areas, bottoms)
+        metrics.best_postprocess(
+            np.concatenate(above), np.concatenate(hits), np.concatenate(val_true), thresholds, tops, areas, bottoms
+        )
         if len(val_idx)
         else {"score": float("nan"), "top": 0.5, "min_area": 1, "bottom": 0.5}
     )
     post = {"top": tuned["top"], "min_area": tuned["min_area"], "bottom": tuned["bottom"], "image_size": size}
-    test_probs = predict_probs(model, images, test_idx, dev, desc="evaluate: test split")
-    pred = metrics.postprocess(test_probs, post["top"], post["min_area"], post["bottom"])
-    truth = masks[test_idx].astype(bool)
-    score = test_probs.reshape(len(test_idx), -1).max(1) if len(test_idx) else np.zeros(0)
+    counts, scores, shown = [], [], Shown(n_overlays)
+    for idx, probs in iter_probs(model, images, test_idx, dev, batch_size, desc="evaluate: test split"):
+        pred, truth = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"]), masks[idx]
+        counts.append(metrics.pixel_counts(pred, truth))
+        scores.append(probs.reshape(len(probs), -1).max(1))
+        shown.offer(idx, pred, truth)
+    counts = metrics.concat_counts(counts)
+    score = np.concatenate(scores) if scores else np.zeros(0)
     result = {
         "variant": meta["variant"],
-        "test": metrics.segmentation_report(pred, truth, score),
+        "test": metrics.report_from_counts(counts, score),
         "val": {"siim_dice": tuned["score"]},
         "postprocess": post,
     }
@@ -92,26 +125,25 @@ def evaluate(
     postprocess_path.write_text(json.dumps(post, indent=1) + "\n")
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(result, indent=1) + "\n")
-    per_image.write(plots_dir / "per_image.csv", [rows[i]["image_id"] for i in test_idx], pred, truth, score)
+    per_image.write_counts(plots_dir / "per_image.csv", [rows[i]["image_id"] for i in test_idx], counts, score)
     test = result["test"]
     title = (
         f"{meta['variant']}: test images, positives first; SIIM Dice {test['siim_dice']:.3f},"
         f" Dice on positives {test['dice_positive']:.3f}, AUC {test['auc']:.3f}"
     )
-    _plots(plots_dir, truth, score, images[test_idx], pred, n_overlays, title)
+    _plots(plots_dir, counts["mask_pixels"] > 0, score, images, shown, title)
     leakage = json.loads(prepare_cxr14_metrics.read_text())
     synthetic = bool(rows) and all(r["image_id"].startswith(dicom.SYNTHETIC_UID_ROOT) for r in rows)
-    val_empty = float(np.mean(~masks[val_idx].reshape(len(val_idx), -1).any(1))) if len(val_idx) else float("nan")
-    card = {**result, "all_empty": _empty_baseline(truth), "val_all_empty": val_empty}
+    val_empty = float(np.mean(np.concatenate(val_true) == 0)) if len(val_idx) else float("nan")
+    card = {**result, "all_empty": _empty_baseline(counts["mask_pixels"]), "val_all_empty": val_empty}
     card_path.write_text(_model_card(meta, card, rows, leakage, synthetic))
     return result
 
 
 def _plots(
-    plots_dir: Path, truth: np.ndarray, score: np.ndarray, images: np.ndarray, pred: np.ndarray, n: int, title: str
+    plots_dir: Path, present: np.ndarray, score: np.ndarray, images: np.ndarray, shown: Shown, title: str
 ) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
-    present = truth.reshape(len(truth), -1).any(1)
     roc, pr = [], []
     if present.any() and (~present).any():
         fpr, tpr, _ = roc_curve(present, score)
@@ -120,11 +152,10 @@ def _plots(
         pr = [{"recall": float(a), "precision": float(b)} for a, b in zip(recall, precision, strict=False)]
     (plots_dir / "roc.json").write_text(json.dumps({"roc": roc}))
     (plots_dir / "pr.json").write_text(json.dumps({"pr": pr}))
-    order = np.argsort(~present, kind="stable")[:n]  # positives first
     pairs = []  # each image twice: as it is, and with the outlines (which hide the finding's edge)
-    for i in order:
-        image = np.asarray(images[i])
-        outlines = [(truth[i], overlay.TRUTH), (pred[i], overlay.PREDICTION)]
+    for row, truth, pred in shown.picked():  # positives first
+        image = np.asarray(images[row])
+        outlines = [(truth, overlay.TRUTH), (pred, overlay.PREDICTION)]
         pairs += [overlay.outline(image, [], scale=3), overlay.outline(image, outlines, scale=3)]
     headers = ["radiograph", "truth (green), prediction (red)"] * 2
     picture = (

@@ -38,7 +38,7 @@ class LeakageError(RuntimeError):
 def _decode_cxr14(job: tuple[str, int]) -> tuple[str, object]:
     path, size = job
     try:
-        return "ok", resize(cxr14.read_png(path), size)
+        return "ok", (resize(cxr14.read_png(path), size), None, None)
     except cxr14.CXR14Error as e:
         return "error", str(e)
 

@@ -33,7 +33,11 @@ def _decode_siim(job: tuple[str, list[str] | None, int]) -> tuple[str, object]:
             return "error", f"{path}: image {Path(path).stem} has no row in the RLE CSV (rows name files)"
         h, w = image.pixels.shape
         small = resize_mask(rle.render(rles, h, w), size)  # labels are those of the working resolution
-        return "ok", (image.image_id, image.patient_id, resize(image.pixels, size), small, int(small.any()))
+        return "ok", (
+            resize(image.pixels, size),
+            small,
+            (image.image_id, image.patient_id, int(small.any()), int(small.sum())),
+        )
     except (dicom.DicomError, rle.RLEError) as e:
         return "error", f"{path}: {e}" if str(path) not in str(e) else str(e)
 
@@ -98,7 +102,7 @@ def prepare_siim(
     )
     values = [v for _, v in kept]
     splits = patient_split([v[1] for v in values], split, seed)
-    rows = [(v[0], v[1], splits[v[1]], v[4], int(v[3].sum())) for v in values]
+    rows = [(v[0], v[1], splits[v[1]], v[2], v[3]) for v in values]
     report = {
         "images": len(rows),
         "positive": sum(r[3] for r in rows),

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -32,6 +34,8 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from pneumo.core import data, loop, metrics, models, runtime
 from pneumo.core.inference import load_autoencoder
 from pneumo.formats.prepared import load_prepared
+
+log = logging.getLogger(__name__)
 
 CLUSTERERS = {
     "kmeans": lambda k, seed: KMeans(n_clusters=k, n_init=10, random_state=seed),
@@ -223,12 +227,23 @@ def cluster_latents(
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_csv.parent, prefix=".cluster_latents-") as tmp:
         # latents and raw pixels go to disk batch by batch; small ones are then read back whole
+        started = time.perf_counter()
         latents = to_memmap(
             (t.numpy() for t in loop.iter_model(model, feed, dev, lambda m, x: m.encode(x, grid), desc="latents")),
             len(images),
             Path(tmp) / "latents.npy",
         )
+        inferred = time.perf_counter()
+        path = "exact, in memory" if latents.nbytes <= in_memory_mb * 2**20 else "streamed from disk"
         features, clusters = reduce_and_cluster(latents, standardize, pca_dim, method, k, seed, in_memory_mb)
+        log.info(
+            "latents of %d images (%.0f MB): inference %.1f s, clustering (%s) %.1f s",
+            len(images),
+            latents.nbytes / 2**20,
+            inferred - started,
+            path,
+            time.perf_counter() - inferred,
+        )
         raw = to_memmap(
             (_raw_pixels(images, start, batch_size, raw_size) for start in range(0, len(images), batch_size)),
             len(images),

@@ -10,6 +10,9 @@ invalidates a trained model:
     PNEUMO_LOADER_WORKERS   DataLoader worker processes per training process (default 0)
     PNEUMO_PIN_MEMORY       page-locked host batches on CUDA, 0 or 1 (default 1)
     PNEUMO_RESUME           resume a killed training stage from its epoch checkpoint, 0 or 1 (default 1)
+
+Where the training processes run (one node or several) is set by `pneumo.launch`'s
+variables (PNEUMO_NNODES, PNEUMO_RDZV_ENDPOINT, ...), also result-neutral.
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ def stages(work: Path, py: str, train: bool) -> list[tuple[str, list[str]]]:
         ("prepare_siim", [py, f"{s}/prepare_siim.py", "--root", "raw/siim", "--out", "data/prepared/siim",
                           "--metrics", "metrics/prepare_siim.json"]),
         ("prepare_cxr14", [py, f"{s}/prepare_cxr14.py", "--root", "raw/cxr14", "--siim-index",
-                           "data/prepared/siim/index.csv", "--siim-to-nih", "raw/siim/siim-to-nih.csv",
+                           "data/prepared/siim/index.csv", "--siim-root", "raw/siim", "--shipped-map",
+                           str(ROOT / "data/siim-to-nih.csv"),
                            "--out", "data/prepared/cxr14", "--metrics", "metrics/prepare_cxr14.json"]),
     ]  # fmt: skip
     if train:
@@ -167,7 +168,8 @@ def stages(work: Path, py: str, train: bool) -> list[tuple[str, list[str]]]:
         ("baselines", [py, f"{s}/baselines.py", "--siim", "data/prepared/siim", "--out", "metrics/baselines",
                        "--metrics", "metrics/baselines.json"]),
         ("report", [py, f"{s}/report.py", "--results", "metrics/evaluate", "--baselines", "metrics/baselines",
-                    "--json", "metrics/ablation.json", "--md", "metrics/ablation.md"]),
+                    "--pseudo-labels", "metrics/pseudo_labels.json", "--json", "metrics/ablation.json",
+                    "--md", "metrics/ablation.md", "--headline", "metrics/headline.json"]),
         ("predict_test", [py, f"{s}/predict_test.py", "--input", "raw/siim/dicom-images-test", "--evaluations",
                           "metrics/evaluate", "--models", "models/unet", "--out", "data/submission"]),
         ("activation_maps", [py, f"{s}/activation_maps.py", "--variant", "none", "--model-dir", "models/unet/none-0",
@@ -182,7 +184,6 @@ def params_for(n: int, args) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["synthesize"].update(n_siim=n, n_test=n // 4, n_cxr14=n, size=args.file_size)
     p["data"].update(siim_root="raw/siim", cxr14_root="raw/cxr14", image_size=args.image_size, workers=args.workers)
-    p["prepare_cxr14"]["siim_to_nih"] = "raw/siim/siim-to-nih.csv"
     p["predict_test"]["input_dir"] = "raw/siim/dicom-images-test"
     p["train_unet"].update(variants=["none"], seeds=[0], epochs=1)
     p["train_autoencoder"]["epochs"] = p["pretrain_encoder"]["epochs"] = 1

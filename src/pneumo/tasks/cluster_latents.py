@@ -43,7 +43,7 @@ CLUSTERERS = {
 }
 
 
-CHUNK_ROWS = 1024  # rows per step of the streamed path (and of the latents written to disk)
+CHUNK_ROWS = 256  # rows per step of the streamed path: flat memory from 256 latents on, and faster than 1,024
 
 
 def reduce(features: np.ndarray, standardize: bool, pca_dim: int, seed: int) -> np.ndarray:

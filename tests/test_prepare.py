@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,6 +18,25 @@ from pneumo.formats import cxr14, prepared, rle
 from pneumo.tasks import prepare_cxr14, prepare_siim
 
 SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+def small_cxr14(root: Path, out: Path, exclude: set[str], **kwargs) -> dict:
+    """prepare_cxr14 at 16 px, one class, everything in train, one worker: the layout and
+    leakage tests' run."""
+    return prepare_cxr14.prepare_cxr14(
+        root=root,
+        labels_csv="Data_Entry_2017.csv",
+        out_dir=out,
+        image_size=16,
+        classes=["Pneumothorax"],
+        max_images=0,
+        split={"train": 1.0},
+        seed=0,
+        strict=True,
+        workers=1,
+        exclude_patients=exclude,
+        **kwargs,
+    )
 
 
 def test_prepare_siim_on_real_samples(realdata, tmp_path):
@@ -303,20 +323,7 @@ def test_real_map_on_real_samples_excludes_the_siim_patients(realdata, root, tmp
         assert counts == {"siim_images": 10, "siim_matched": 10} and len(exclude) == 10
     sample_patients = set(table.patients.values())
     out = tmp_path / "cxr14"
-    counts = prepare_cxr14.prepare_cxr14(
-        root=realdata / "cxr14",
-        labels_csv="Data_Entry_2017.csv",
-        out_dir=out,
-        image_size=16,
-        classes=["Pneumothorax"],
-        max_images=0,
-        split={"train": 1.0},
-        seed=0,
-        strict=True,
-        workers=1,
-        exclude_patients=exclude,
-        leakage={"siim_images": 10, "siim_matched": 10},
-    )
+    counts = small_cxr14(realdata / "cxr14", out, exclude, leakage={"siim_images": 10, "siim_matched": 10})
     films = [n for n, patient in table.patients.items() if patient in exclude]
     assert counts["excluded_leakage"] == len(films) and counts["images"] == 40 - len(films)
     assert counts["excluded_leakage_patients"] == len(exclude & sample_patients) and counts["siim_matched"] == 10
@@ -359,33 +366,9 @@ def test_cxr14_mirror_layout_and_2020_label_file(realdata, tmp_path):
         shutil.copy(f, folder / (f.name if k % 3 else f.stem + ".PNG"))
     shutil.copy(realdata / "cxr14" / "Data_Entry_2017.csv", root / "Data_Entry_2017_v2020.csv")
     out = tmp_path / "out"
-    counts = prepare_cxr14.prepare_cxr14(
-        root=root,
-        labels_csv="Data_Entry_2017.csv",
-        out_dir=out,
-        image_size=16,
-        classes=["Pneumothorax"],
-        max_images=0,
-        split={"train": 1.0},
-        seed=0,
-        strict=True,
-        workers=1,
-        exclude_patients=set(),
-    )
+    counts = small_cxr14(root, out, set())
     assert counts["images"] == 40
     names = [line.split(",")[0] for line in (out / "index.csv").read_text().splitlines()[1:]]
     assert sorted(names) == sorted(f.name for f in files)
     with pytest.raises(prepared.PrepareError, match="no label CSV"):
-        prepare_cxr14.prepare_cxr14(
-            root=root / "images_001",
-            labels_csv="Data_Entry_2017.csv",
-            out_dir=out,
-            image_size=16,
-            classes=["Pneumothorax"],
-            max_images=0,
-            split={"train": 1.0},
-            seed=0,
-            strict=True,
-            workers=1,
-            exclude_patients=set(),
-        )
+        small_cxr14(root / "images_001", out, set())

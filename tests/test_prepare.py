@@ -92,6 +92,24 @@ def test_resize_mask_keeps_every_finding_and_its_area(mask, size, expected_pixel
     assert small.any() == mask.any()
 
 
+def area_weights(m: int, n: int) -> np.ndarray:
+    """(n, m) share of input pixel i inside output pixel j, for the reference below."""
+    edges = np.arange(n + 1) * m / n
+    return np.clip(np.minimum(edges[1:, None], np.arange(1, m + 1)) - np.maximum(edges[:-1, None], np.arange(m)), 0, 1)
+
+
+@pytest.mark.parametrize("shape, size", [((1024, 1024), 64), ((1024, 1024), 100), ((37, 53), 16), ((700, 512), 512)])
+def test_resize_is_area_averaging_rounded_to_the_nearest_level(shape, size):
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    h, w = area_weights(shape[0], size), area_weights(shape[1], size)
+    mean = h @ pixels.astype(np.float64) @ w.T / (h.sum(1)[:, None] * w.sum(1))
+    small = prepared.resize(pixels, size)
+    assert small.shape == (size, size) and small.dtype == np.uint8
+    assert np.abs(small - mean).max() <= 0.5 + 1e-9
+    opencv = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - opencv).max() <= 1
+
+
 def test_resize_mask_rescues_only_regions_that_would_vanish():
     """A large region follows the half-coverage rule; a tiny second region elsewhere keeps
     its most-covered pixel instead of vanishing, and nothing outside the regions is set."""
@@ -372,3 +390,61 @@ def test_cxr14_mirror_layout_and_2020_label_file(realdata, tmp_path):
     assert sorted(names) == sorted(f.name for f in files)
     with pytest.raises(prepared.PrepareError, match="no label CSV"):
         small_cxr14(root / "images_001", out, set())
+
+
+def copy_root(source: Path, dest: Path, folder: str, link: bool) -> Path:
+    """A dataset root made of `source`'s label files plus `folder`, copied or symlinked, and a
+    link back to the root itself (a cycle, which discovery must visit once)."""
+    dest.mkdir()
+    for f in source.iterdir():
+        if f.is_file():
+            shutil.copy(f, dest / f.name)
+    if link:
+        (dest / folder).symlink_to(source / folder, target_is_directory=True)
+    else:
+        shutil.copytree(source / folder, dest / folder)
+    (dest / "loop").symlink_to(dest, target_is_directory=True)
+    return dest
+
+
+@pytest.mark.parametrize("dataset, folder", [("siim", "dicom-images-train"), ("cxr14", "images")])
+def test_a_symlinked_image_folder_prepares_as_its_copy(realdata, tmp_path, caplog, dataset, folder):
+    outputs = {}
+    for link in (False, True):
+        root = copy_root(realdata / dataset, tmp_path / f"root-{link}", folder, link)
+        out = tmp_path / f"out-{link}"
+        if dataset == "siim":
+            prepare_siim.prepare_siim(
+                root=root, rle_csv="train-rle.csv", out_dir=out, image_size=16, split=SPLIT, seed=0, strict=True,
+                workers=1,
+            )
+        else:
+            small_cxr14(root, out, set())
+        outputs[link] = [(out / name).read_bytes() for name in ("images.npy", "index.csv")]
+    assert outputs[True] == outputs[False] and outputs[True][1].count(b"\n") == {"siim": 11, "cxr14": 41}[dataset]
+    assert f"{tmp_path / 'root-True' / folder}: a symlinked folder inside the dataset root" in caplog.text
+
+
+@pytest.mark.slow
+def test_dvc_hashes_a_linked_root_but_not_a_linked_folder_inside_one(tmp_path):
+    """Why prepare warns about symlinked folders and the README says to link the root:
+    DVC follows a dependency that is itself a symlink, not symlinked folders inside it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_text("1")
+    repo = tmp_path / "repo"
+    (repo / "inner").mkdir(parents=True)
+    (repo / "linked").symlink_to(data, target_is_directory=True)
+    (repo / "inner" / "images").symlink_to(data, target_is_directory=True)
+    (repo / "dvc.yaml").write_text(
+        "stages:\n"
+        "  root: {cmd: echo > root.txt, deps: [linked], outs: [root.txt]}\n"
+        "  inside: {cmd: echo > inside.txt, deps: [inner], outs: [inside.txt]}\n"
+    )
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*dvc, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*dvc, "repro", "-q"], cwd=repo, check=True)
+    (data / "a.png").write_text("2")
+    status = subprocess.run([*dvc, "status"], cwd=repo, check=True, capture_output=True, text=True).stdout
+    assert "root:" in status and "inside:" not in status

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -19,6 +20,8 @@ import numpy as np
 
 from pneumo.progress import progress
 
+log = logging.getLogger(__name__)
+
 SMALL_MASK_PIXELS = 4  # a positive mask below this many pixels at the working size is counted apart
 
 
@@ -26,12 +29,48 @@ class PrepareError(RuntimeError):
     """Raised in strict mode when any input was bad; lists every problem."""
 
 
+def _area_sums(pixels: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """Area averaging to size x size in exact integers: (sums, d), each small pixel's mean being
+    sums / d. Per axis, in units where an input pixel is `size` long and an output pixel `m`
+    (the input length), every boundary is an integer: input pixel i lies in output
+    i * size // m, except a `right` part past that output's end, which belongs to the next.
+    No float is rounded, so the result cannot depend on the CPU (OpenCV's INTER_AREA rounds
+    differently in its SIMD and scalar paths)."""
+    out = pixels
+    for axis, dtype in ((0, np.int32), (1, np.int64)):  # int32 holds one axis's sums; both need int64
+        rows = np.moveaxis(out, axis, 0)
+        m = rows.shape[0]
+        i = np.arange(m)
+        first = i * size // m
+        right = np.maximum(0, (i + 1) * size - (first + 1) * m)
+        starts = np.searchsorted(first, np.arange(size))
+        cut = np.flatnonzero(right)  # at most one input pixel straddles each boundary
+        if not len(cut):  # an integer factor (1024 -> 64): plain block sums
+            scaled = np.add.reduceat(rows, starts, axis=0, dtype=dtype) * dtype(size)
+        else:
+            rows = rows.astype(dtype)
+            scaled = np.add.reduceat(rows * (size - right)[:, None], starts, axis=0)
+            scaled[first[cut] + 1] += rows[cut] * right[cut, None]
+        out = np.moveaxis(scaled, 0, axis)
+    return out, pixels.shape[0] * pixels.shape[1]
+
+
 def resize(pixels: np.ndarray, size: int) -> np.ndarray:
-    """Resize a uint8 image to size x size (area averaging when shrinking)."""
+    """Resize a uint8 image to size x size: exact area averaging (rounded half up) when
+    shrinking, OpenCV's bit-exact bilinear otherwise; the same bytes on every CPU."""
     if pixels.shape == (size, size):
         return pixels
-    shrink = pixels.shape[0] >= size and pixels.shape[1] >= size
-    return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if pixels.shape[0] >= size and pixels.shape[1] >= size:
+        sums, d = _area_sums(pixels, size)
+        return ((2 * sums + d) // (2 * d)).astype(np.uint8)
+    return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR_EXACT)
+
+
+def _coverage(mask: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """Share of each small pixel that a 0/1 mask covers, as exact fractions (numerators, d)."""
+    if mask.shape[0] >= size and mask.shape[1] >= size:
+        return _area_sums(mask, size)
+    return cv2.resize(mask * np.uint8(255), (size, size), interpolation=cv2.INTER_LINEAR_EXACT).astype(np.int64), 255
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -44,21 +83,22 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     then treat as negative. Such a region keeps its most-covered pixels, as many as its
     area in small pixels (at least one): the label survives and its area is kept, so image
     labels and masks agree at the working resolution and a region is never grown beyond
-    its own footprint."""
+    its own footprint. Coverage is computed in exact integers, so ties break the same way
+    on every CPU."""
     if not mask.any():
         return np.zeros((size, size), np.uint8)
     # masks from rle.render are transposed views of column-major buffers; area resizing to a
     # square commutes with transposition, so resize the contiguous buffer instead of copying
     transposed = not mask.flags.c_contiguous and mask.T.flags.c_contiguous
     source = mask.T if transposed else mask
-    coverage = resize((source != 0).astype(np.float32), size)
-    small = coverage >= 0.5
-    count, regions = cv2.connectedComponents((coverage > 0).astype(np.uint8), connectivity=8)
+    covered, d = _coverage((source != 0).astype(np.uint8), size)
+    small = 2 * covered >= d
+    count, regions = cv2.connectedComponents((covered > 0).astype(np.uint8), connectivity=8)
     kept = np.unique(regions[small])
     for k in np.setdiff1d(np.arange(1, count), kept):  # regions that would vanish
         pixels = np.flatnonzero(regions == k)
-        share = coverage.flat[pixels]
-        n_keep = max(1, int(round(float(share.sum()))))
+        share = covered.flat[pixels]
+        n_keep = max(1, round(int(share.sum()) / d))
         small.flat[pixels[np.argsort(-share, kind="stable")[:n_keep]]] = True
     small = small.astype(np.uint8)
     return small.T.copy() if transposed else small
@@ -143,11 +183,41 @@ def split_indices(rows: list[dict], split: str) -> np.ndarray:
     return np.array([i for i, r in enumerate(rows) if r["split"] == split], dtype=np.int64)
 
 
+def walk_files(root: Path, keep: Callable[[Path], bool]) -> list[Path]:
+    """Files under `root` (recursively) for which `keep(path)` holds, sorted. Symlinked folders
+    are followed (a 42 GB `images/` usually lives on another disk; Python 3.11's `Path.rglob`
+    does not descend into them), each real folder once, so a link back up the tree cannot loop.
+    Paths stay under `root` as written, not resolved."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: a cycle or a second route
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        found += [p for p in (Path(folder) / f for f in files) if p.is_file() and keep(p)]
+    return sorted(found)
+
+
 def find_files(root: Path, suffix: str) -> list[Path]:
-    """Files under `root` (recursively) whose extension is `suffix` in any case, sorted: the
-    published datasets unpack into different layouts (`images/`, `images_001/images/`,
-    `dicom-images-train/<study>/<series>/`, a flat `stage_2_images/`) and upper-case names."""
-    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() == suffix and p.is_file())
+    """Files under `root` (recursively, through symlinked folders) whose extension is `suffix`
+    in any case, sorted: the published datasets unpack into different layouts (`images/`,
+    `images_001/images/`, `dicom-images-train/<study>/<series>/`, a flat `stage_2_images/`)
+    and upper-case names.
+
+    DVC hashes a dependency that is itself a symlink (or an absolute path elsewhere) by its
+    target's files, but skips symlinked folders inside it (`tests/test_prepare.py` checks
+    both): files there are read, yet changing them reruns nothing. Such folders get a warning."""
+    for folder, dirs, _ in os.walk(root):
+        for name in dirs:
+            if os.path.islink(os.path.join(folder, name)):
+                log.warning(
+                    f"{os.path.join(folder, name)}: a symlinked folder inside the dataset root: its files are read, "
+                    "but DVC does not hash them, so changing them reruns nothing. Link the root itself instead "
+                    f"(or give its real path as the param): ln -s /real/dataset {root}"
+                )
+    return walk_files(root, lambda p: p.suffix.lower() == suffix)
 
 
 def find_csv(root: Path, name: str, published: tuple[str, ...]) -> Path:

@@ -10,11 +10,26 @@ opacity; an infiltration patchy opacity; atelectasis a collapsed band. The pneum
 drawn the same way in SIIM and CXR-14 films. Its area and regions per image follow
 distributions calibrated on the public SIIM labels; the default shifts the areas up so that
 64 px can show them (see params.yaml, `synthesize`).
+
+The same seed writes the same bytes on any x86 or ARM CPU, whatever its vector units: every
+float operation here is one whose IEEE result cannot depend on the kernel that computes it.
+Pixels are float64 and combined only by elementwise +, -, *, / and sqrt (correctly rounded
+at any SIMD width, never fused), reductions are numpy's fixed-order pairwise sums, and
+blurs are a separable Gaussian written as shifted adds (`_blur`), not OpenCV's float
+filters, whose rounding depends on the SIMD path taken (on one CPU, switching OpenCV's
+optimisations off changed 164 of 1,923 files). Transcendentals go through Python's scalar
+`math` (libm), never numpy's SIMD loops (its AVX-512 exp/pow/atan2 differ from libm in the
+last bit): on a few scalars (blur taps, rounded to a 2^-20 grid), per pixel only for the
+lesion's angle, and for the tone curve through a lookup table on a 1/4096 grid. OpenCV
+only draws (integer rasterisation), dilates uint8 masks and encodes JPEG/PNG (libjpeg-turbo's
+integer DCT is exact at any SIMD level). `tests/test_synthesize.py` checks it: OpenCV's,
+numpy's and libjpeg-turbo's SIMD switched off give the same bytes.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +44,7 @@ CXR14_HEADER = (
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
 UID_ROOT = dicom.SYNTHETIC_UID_ROOT
+TONE_LEVELS = 4096  # grid of the tone curve's lookup table (16x finer than the 8-bit output)
 
 
 @dataclass
@@ -55,9 +71,27 @@ def _ellipse(size: int, cx: float, cy: float, ax: float, ay: float) -> np.ndarra
     return out.astype(bool)
 
 
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur (float64, radius 4 sigma, borders reflected as OpenCV's default
+    BORDER_REFLECT_101), separable and written as shifted multiply-adds in a fixed order, so
+    that its rounding is the same on every CPU. Taps come from scalar libm and are rounded to
+    a 2^-20 grid before normalising."""
+    radius = max(1, math.ceil(4 * sigma))
+    taps = [round(2**20 * math.exp(-0.5 * (i / sigma) * (i / sigma))) for i in range(-radius, radius + 1)]
+    weights = [t / sum(taps) for t in taps]
+    out = np.asarray(img, np.float64)
+    for axis in (0, 1):
+        n = out.shape[axis]
+        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], mode="reflect")
+        acc = np.zeros_like(out)
+        for i, w in enumerate(weights):
+            acc += w * (padded[i : i + n] if axis == 0 else padded[:, i : i + n])
+        out = acc
+    return out
+
+
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
-    noise = rng.standard_normal((size, size)).astype(np.float32)
-    blurred = cv2.GaussianBlur(noise, (0, 0), max(0.5, sigma * size))
+    blurred = _blur(rng.standard_normal((size, size)), max(0.5, sigma * size))
     return blurred / (blurred.std() + 1e-6)
 
 
@@ -73,11 +107,14 @@ def _pneumothorax(
     drawn on a real film."""
     yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
     u, v = (xx - lung.cx) / lung.ax, (yy - lung.cy) / lung.ay
-    radius, angle = np.hypot(u, v), np.arctan2(v, u)
+    radius = np.sqrt(u * u + v * v)
+    angle = np.zeros_like(radius)  # scalar libm atan2 (numpy's SIMD one differs by CPU), inside the lung only
+    angle[lung_mask] = np.frompyfunc(math.atan2, 2, 1)(v[lung_mask], u[lung_mask]).astype(np.float64)
     centre = -np.pi / 2 - lung.medial * rng.uniform(0.0, 1.0) * np.pi / 2  # apex (-pi/2) .. lateral wall
-    half_arc = 0.5 * float(np.clip(1.3 * np.sqrt(area / 0.01), 0.6, 3.0))  # radians: larger = longer
+    half_arc = 0.5 * min(max(1.3 * math.sqrt(area / 0.01), 0.6), 3.0)  # radians: larger = longer
     offset = (angle - centre + np.pi) % (2 * np.pi) - np.pi
-    taper = np.clip(1 - (offset / half_arc) ** 4, 0, None)  # even depth along the arc, 0 at both ends
+    t2 = (offset / half_arc) * (offset / half_arc)
+    taper = np.clip(1 - t2 * t2, 0, None)  # even depth along the arc, 0 at both ends
 
     def band(depth: float) -> np.ndarray:
         return lung_mask & (taper > 0) & (radius > 1 - depth * taper)
@@ -97,7 +134,7 @@ def phantom(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """One radiograph (uint8, size x size) and one mask per pneumothorax region."""
     j = lambda s: rng.uniform(-s, s)  # noqa: E731 - anatomical jitter
-    img = np.full((size, size), 0.06, np.float32)
+    img = np.full((size, size), 0.06, np.float64)
     body = _ellipse(size, 0.5 + j(0.02), 0.56, 0.46 + j(0.03), 0.52)
     img[body] = 0.42 + j(0.05)
     lungs = [
@@ -158,12 +195,12 @@ def phantom(
             )
             img[band.astype(bool) & m] += 0.3
 
-    ribs = np.zeros((size, size), np.float32)
+    ribs = np.zeros((size, size), np.float64)
     for i in range(9):  # posterior ribs: arcs from the spine curving down laterally
         y0 = 0.17 + i * 0.068 + j(0.008)
         for sign in (-1, 1):
             xs = np.linspace(0.48, 0.48 + sign * 0.36, 24)
-            ys = y0 + 0.12 * ((xs - 0.48) / 0.36) ** 2
+            ys = y0 + 0.12 * ((xs - 0.48) / 0.36) * ((xs - 0.48) / 0.36)
             pts = np.round(np.stack([xs, ys], 1) * size).astype(np.int32)
             cv2.polylines(ribs, [pts], False, 0.1, max(1, round(0.014 * size)))
     for sign in (-1, 1):  # clavicles
@@ -174,7 +211,7 @@ def phantom(
             0.14,
             max(1, round(0.018 * size)),
         )
-    img += cv2.GaussianBlur(ribs, (0, 0), max(0.5, 0.004 * size)) * (body | lung_any)
+    img += _blur(ribs, max(0.5, 0.004 * size)) * (body | lung_any)
     marker = np.zeros((size, size), np.uint8)
     cv2.putText(
         marker,
@@ -187,9 +224,11 @@ def phantom(
     )
     img[marker.astype(bool)] = 0.95
 
-    img = cv2.GaussianBlur(img, (0, 0), max(0.5, 0.0015 * size)) + rng.normal(0, 0.015, img.shape).astype(np.float32)
+    img = _blur(img, max(0.5, 0.0015 * size)) + rng.normal(0, 0.015, img.shape)
     gamma = rng.uniform(0.85, 1.15)
-    return np.clip(255 * np.clip(img, 0, 1) ** gamma, 0, 255).astype(np.uint8), masks
+    # tone curve 255 * x^gamma through a table on a 1/4096 grid: scalar libm pow, never numpy's SIMD pow
+    curve = np.array([int(255 * (i / TONE_LEVELS) ** gamma) for i in range(TONE_LEVELS + 1)], np.uint8)
+    return curve[np.rint(np.clip(img, 0, 1) * TONE_LEVELS).astype(np.intp)], masks
 
 
 def _uid(*parts: int) -> str:
@@ -252,7 +291,7 @@ def synthesize(
             n_regions = 1 + int(
                 rng.choice(len(regions_per_image), p=np.asarray(regions_per_image) / sum(regions_per_image))
             )
-        total = float(np.clip(np.exp(rng.normal(log_area_mean, log_area_std)), 8 / size**2, 0.08))
+        total = min(max(math.exp(rng.normal(log_area_mean, log_area_std)), 8 / size**2), 0.08)
         areas = list(total * rng.dirichlet(np.ones(n_regions))) if n_regions else []
         pixels, masks = phantom(rng, size, set(), areas)
         study, series, sop = _uid(1, i), _uid(2, i), _uid(3, i)
@@ -283,7 +322,7 @@ def synthesize(
                 labels.add(FINDINGS[int(rng.integers(len(FINDINGS)))])
         # CXR-14's text-mined Pneumothorax labels lean to visible ones: no area below 1%
         areas = (
-            [float(np.clip(np.exp(rng.normal(log_area_mean, log_area_std)), 0.01, 0.08))]
+            [min(max(math.exp(rng.normal(log_area_mean, log_area_std)), 0.01), 0.08)]
             if "Pneumothorax" in labels
             else []
         )

@@ -1,6 +1,7 @@
 """`pneumo predict` on the real SIIM DICOMs and a corpus of every kind of DICOM
 (conftest.dicom_corpus) with a tiny model trained here."""
 
+import copy
 import csv
 import json
 import shutil
@@ -12,10 +13,19 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from pydicom.data import get_testdata_file
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from pneumo.cli import main
 from pneumo.core import inference, runtime
-from pneumo.formats import prepared, rle
+from pneumo.formats import dicom, prepared, rle
 from pneumo.tasks import train_unet
 
 PNEUMO = [sys.executable, "-m", "pneumo.cli"]
@@ -132,8 +142,8 @@ def test_predict_over_every_kind_of_dicom(dicom_corpus, real_dicoms, model_dir, 
     out = tmp_path / "s.csv"
     assert _predict(model_dir, out, inputs, extra=["--pattern", "*", "--batch-size", "4"]) == 1
     rows = out.read_text().splitlines()[1:]
-    readable = [n for n, reason in expect.items() if reason is None and n != twin]
-    assert len(rows) == len(readable) + 1  # + FILM.DCM
+    readable = [n for n, reason in expect.items() if reason is None]
+    assert len(rows) == len(readable) + 1  # + FILM.DCM; twin.dcm is a copy of corpus/<twin>
     ids = [r.split(",")[0] for r in rows]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     files = dict(line.split(",", 1) for line in (tmp_path / "s.csv.files.csv").read_text().splitlines()[1:])
@@ -141,10 +151,117 @@ def test_predict_over_every_kind_of_dicom(dicom_corpus, real_dicoms, model_dir, 
     assert files[pydicom.dcmread(real_dicoms[0]).SOPInstanceUID].endswith("FILM.DCM")
     errors = {Path(r[0]).name: r[1] for r in csv.reader((tmp_path / "s.csv.errors.csv").open())}
     refused = {n: reason for n, reason in expect.items() if reason is not None}
-    assert set(errors) == {"file", *refused, twin, "twin.dcm"}
+    assert set(errors) == {"file", *refused}
     for name, reason in refused.items():
         assert reason in errors[name] and "\n" not in errors[name]
-    assert "is also that of" in errors[twin] and "is also that of" in errors["twin.dcm"]
+    assert _duplicates(out) == [("twin.dcm", str(inputs / "corpus" / twin))]
+
+
+def _duplicates(out: Path) -> list[tuple[str, str]]:
+    """(file name, the file predicted instead) of each row of OUT.duplicates.csv."""
+    with open(out.with_name(out.name + ".duplicates.csv")) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["file", "ImageId", "same image as"]
+    return [(Path(file).name, used) for file, _, used in rows[1:]]
+
+
+def _errors(out: Path) -> dict[str, str]:
+    with open(out.with_name(out.name + ".errors.csv")) as f:
+        return {Path(file).name: error for file, error in list(csv.reader(f))[1:]}
+
+
+def test_predict_broken_copy_beside_the_complete_file(real_dicoms, model_dir, tmp_path):
+    """A partial download beside its complete file: the broken copy is refused for its
+    truncated pixel data and the complete file keeps its row."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for f in real_dicoms:
+        shutil.copy(f, inputs)
+    (inputs / "broken.dcm").write_bytes(real_dicoms[3].read_bytes()[:5000])
+    out = tmp_path / "s.csv"
+    assert _predict(model_dir, out, inputs) == 1
+    assert [line.split(",")[0] for line in out.read_text().splitlines()[1:]] == sorted(p.stem for p in real_dicoms)
+    errors = _errors(out)
+    assert list(errors) == ["broken.dcm"]
+    assert "truncated file: its pixel data is cut off" in errors["broken.dcm"]
+    assert "is also that of" not in errors["broken.dcm"]
+    assert _duplicates(out) == []
+
+
+# (file, which image: the corpus film or another, transfer syntax) under one SOPInstanceUID
+# -> (exit code, files predicted, duplicates, files refused for holding different images)
+ONE_UID = {
+    "one image in three lossless syntaxes": (
+        [("a.dcm", "film", ExplicitVRLittleEndian), ("b.dcm", "film", RLELossless), ("c.dcm", "film", JPEGLSLossless)],
+        (0, ["a.dcm"], ["b.dcm", "c.dcm"], []),
+    ),
+    "two different images": (
+        [("a.dcm", "film", ExplicitVRLittleEndian), ("b.dcm", "other", ExplicitVRLittleEndian)],
+        (1, [], [], ["a.dcm", "b.dcm"]),
+    ),
+    "a lossy copy is another image": (
+        [("a.dcm", "film", JPEG2000Lossless), ("b.dcm", "film", JPEG2000)],
+        (1, [], [], ["a.dcm", "b.dcm"]),
+    ),
+    "two copies and a different image": (
+        [("a.dcm", "film", ExplicitVRBigEndian), ("b.dcm", "other", RLELossless), ("c.dcm", "film", RLELossless)],
+        (1, [], [], ["a.dcm", "b.dcm", "c.dcm"]),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ONE_UID)
+def test_predict_files_sharing_one_uid(dicom_corpus, model_dir, tmp_path, case):
+    files, (code, predicted, copies, refused) = ONE_UID[case]
+    _, _, sources = dicom_corpus
+    film = sources["8bit-1.2.840.10008.1.2.1.dcm"]
+    other = copy.deepcopy(film)
+    other.PixelData = np.ascontiguousarray(film.pixel_array[::-1]).tobytes()  # the film upside down
+    for name, image, syntax in files:
+        lossy = {"j2k_cr": [20]} if syntax == JPEG2000 else {}
+        dicom.write_as(film if image == "film" else other, syntax, tmp_path / "in" / name, **lossy)
+    out = tmp_path / "s.csv"
+    assert _predict(model_dir, out, tmp_path / "in") == code
+    rows = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
+    assert rows == [film.SOPInstanceUID] * len(predicted)
+    used = [Path(line.split(",", 1)[1]).name for line in out.with_name("s.csv.files.csv").read_text().splitlines()[1:]]
+    assert used == predicted
+    assert _duplicates(out) == [(name, str(tmp_path / "in" / "a.dcm")) for name in copies]
+    errors = _errors(out)
+    assert sorted(errors) == refused
+    for name in refused:
+        others = [str(tmp_path / "in" / n) for n in refused if n != name]
+        assert f"is also that of {', '.join(others)}" in errors[name] and "different images" in errors[name]
+
+
+@pytest.mark.filterwarnings("ignore:The pixel data is 8320 bytes long")  # MR_small_padded.dcm, on purpose
+def test_predict_pydicom_mr_small_in_every_syntax(model_dir, tmp_path):
+    """pydicom's test files hold one MR image under one UID in eight encodings (little and big
+    endian, implicit, padded, RLE, JPEG-LS, JPEG 2000) and a truncated ninth: one row, seven
+    duplicates of MR_small.dcm, MR_truncated.dcm refused for its pixel data."""
+    names = [
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_expb.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_padded.dcm",
+        "MR_truncated.dcm",
+    ]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in names:
+        shutil.copy(get_testdata_file(name), inputs)  # shipped inside the pydicom package
+    out = tmp_path / "s.csv"
+    assert _predict(model_dir, out, inputs) == 1
+    assert [line.split(",")[0] for line in out.read_text().splitlines()[1:]] == [
+        pydicom.dcmread(inputs / names[0]).SOPInstanceUID
+    ]
+    assert _duplicates(out) == [(name, str(inputs / "MR_small.dcm")) for name in names[1:-1]]
+    errors = _errors(out)
+    assert list(errors) == ["MR_truncated.dcm"] and "pixel data is less than expected" in errors["MR_truncated.dcm"]
 
 
 def test_predict_input_errors_exit_2(model_dir, real_dicoms, tmp_path, capsys):
@@ -201,3 +318,19 @@ def test_predict_several_folders_and_a_file(model_dir, real_dicoms, tmp_path):
     ids = [line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()[1:]]
     assert ids == sorted(p.stem for p in [*real_dicoms[:6], real_dicoms[9]])
     assert (tmp_path / "s.csv.errors.csv").read_text().splitlines() == ["file,error"]
+
+
+def test_predict_finds_dicoms_under_a_symlinked_folder(model_dir, real_dicoms, tmp_path):
+    """A folder whose films live on another disk behind a symlink, with a link back up the
+    tree (a cycle): every film once, the same rows as the real folder."""
+    disk = tmp_path / "disk" / "films"
+    disk.mkdir(parents=True)
+    for f in real_dicoms[:4]:
+        shutil.copy(f, disk)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "films").symlink_to(disk, target_is_directory=True)
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in", target_is_directory=True)
+    assert _predict(model_dir, tmp_path / "linked.csv", tmp_path / "in") == 0
+    assert _predict(model_dir, tmp_path / "real.csv", disk) == 0
+    linked, real = ((tmp_path / f"{n}.csv").read_text() for n in ("linked", "real"))
+    assert linked == real and len(linked.splitlines()) == 5

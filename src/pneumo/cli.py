@@ -22,9 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         "recursively, e.g. SIIM's dicom-images-test/) and write one CSV row per image: "
         "ImageId (the SOPInstanceUID), EncodedPixels (SIIM's relative column-major RLE, -1 when empty). "
         "Grayscale single-frame images in any transfer syntax pydicom's plugins decode are read; the others "
-        "(colour, multi-frame, no pixel data, unsupported syntax, unreadable) and files sharing one ImageId "
-        "are listed with their reason on stderr and in OUT.errors.csv. OUT.files.csv maps each row to its file.",
-        epilog="exit codes: 0 every file predicted; 1 some files listed in OUT.errors.csv, the others predicted; "
+        "(colour, multi-frame, no pixel data, truncated, unsupported syntax, unreadable) are listed with their "
+        "reason on stderr and in OUT.errors.csv, and claim no ImageId. Files sharing one ImageId are decoded and "
+        "compared: identical pixels are one image, predicted once from the first file in path order, the other "
+        "files listed in OUT.duplicates.csv with the file used; if the pixels differ, all are refused, each naming "
+        "the others, since one row cannot say which is right. OUT.files.csv maps each row to its file.",
+        epilog="exit codes: 0 every file predicted, or a copy of a predicted image (OUT.duplicates.csv); "
+        "1 some files listed in OUT.errors.csv, the others predicted; "
         "2 nothing predicted: bad arguments, no input files, unusable model folder or device. "
         "example: pneumo predict --model models/unet/labels-0 data/siim/dicom-images-test "
         "--out submission.csv --overlays overlays/",

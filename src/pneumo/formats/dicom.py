@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,14 @@ def read_dataset(path: str | Path, *, header_only: bool = False) -> pydicom.Data
     pydicom found (uncompressed)."""
     path = Path(path)
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=header_only)
+        with warnings.catch_warnings():
+            # pydicom only warns when a file ends inside an element, and then returns a dataset
+            # without any element: a partial download would read as a file without pixel data
+            warnings.filterwarnings("error", "End of file reached", UserWarning)
+            ds = pydicom.dcmread(path, stop_before_pixels=header_only)
+    except UserWarning as e:
+        part = "pixel data" if not header_only and _header_complete(path) else "header"
+        raise DicomError(f"{path}: truncated file: its {part} is cut off ({str(e).split(' in file ')[0]})") from None
     except InvalidDicomError as e:
         reason = _one_line(e)
         try:
@@ -113,6 +121,15 @@ def read_dataset(path: str | Path, *, header_only: bool = False) -> pydicom.Data
         )
         ds.file_meta = meta
     return ds
+
+
+def _header_complete(path: Path) -> bool:
+    """Whether the file reads in full up to its pixel data."""
+    try:
+        read_dataset(path, header_only=True)
+    except DicomError:
+        return False
+    return True
 
 
 def image_id_of(ds: pydicom.Dataset, path: Path) -> str:

@@ -5,14 +5,17 @@ training image size) and `postprocess.json` (thresholds tuned by `evaluate`). Im
 read with the same decoder as `prepare_siim`, predicted in batches and written as they
 go, so memory stays bounded for any number of inputs. A row's ImageId is the file's
 SOPInstanceUID (SIIM's file names); OUT.files.csv says which file each row came from.
-Unreadable or refused files, and files sharing one ImageId, are reported and skipped;
-every other image still gets its row.
+Unreadable or refused files are reported and skipped; every other image still gets its row.
+Files that share an ImageId are decoded before they are compared, so a broken copy claims
+nothing: identical images are predicted once (the others go to OUT.duplicates.csv), and
+different images under one UID are all refused, since one row cannot say which is right.
 """
 
 from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
 import html
 import json
 import logging
@@ -26,7 +29,7 @@ import torch
 from pneumo.core import data, metrics, overlay, runtime
 from pneumo.core.inference import load_unet
 from pneumo.formats import dicom, rle
-from pneumo.formats.prepared import resize
+from pneumo.formats.prepared import resize, walk_files
 from pneumo.progress import progress
 
 log = logging.getLogger(__name__)
@@ -39,12 +42,12 @@ class PredictError(ValueError):
 
 
 def find_dicoms(inputs: Iterable[str | Path], pattern: str = "*.dcm") -> list[Path]:
-    """DICOM files given directly (whatever their name) or found recursively in folders by
-    `pattern`, matched case-insensitively (`x.DCM` too), each once."""
+    """DICOM files given directly (whatever their name) or found recursively in folders (through
+    symlinked folders too) by `pattern`, matched case-insensitively (`x.DCM` too), each once."""
     found: dict[Path, None] = {}
     for item in map(Path, inputs):
         if item.is_dir():
-            found.update(dict.fromkeys(sorted(p for p in item.rglob("*") if p.is_file() and _matches(p, pattern))))
+            found.update(dict.fromkeys(walk_files(item, lambda p: _matches(p, pattern))))
         elif item.is_file():
             found[item] = None
         else:
@@ -61,27 +64,54 @@ def _matches(path: Path, pattern: str) -> bool:
     return fnmatch.fnmatchcase(path.name.lower(), pattern.lower())
 
 
-def identify(files: list[Path], errors: list[tuple[str, str]]) -> list[tuple[str, Path]]:
-    """(ImageId, file) for each readable header, in ImageId order. Files whose header is
-    unreadable, and every file of an ImageId that several files share (their rows would be
-    ambiguous), go to `errors` instead."""
+def identify(
+    files: list[Path], errors: list[tuple[str, str]]
+) -> tuple[list[tuple[str, Path]], list[tuple[str, str, str]]]:
+    """(ImageId, file) to predict, in ImageId order, and the duplicates (file, ImageId, the
+    file predicted instead). Files whose header is unreadable go to `errors`. A file whose
+    ImageId no other header claims is kept unread (it is decoded once, when predicted). The
+    files of a shared ImageId are decoded first, one at a time: those that cannot be decoded
+    go to `errors` with their reason and claim nothing; if the others hold one image, the
+    first (in path order) is kept and the rest are duplicates; if they hold different images,
+    all go to `errors`, each naming the others (one row cannot say which is right)."""
     by_id: dict[str, list[Path]] = {}
     for path in files:
         try:
             by_id.setdefault(dicom.read_image_id(path), []).append(path)
         except dicom.DicomError as e:
             _error(errors, path, str(e))
-    kept = []
+    kept, duplicates = [], []
     for image_id, paths in sorted(by_id.items()):
         if len(paths) == 1:
             kept.append((image_id, paths[0]))
             continue
-        for path in paths:
-            others = ", ".join(str(p) for p in paths if p != path)
+        images: dict[Path, str] = {}  # file -> hash of its pixels, never the pixels: memory stays flat
+        for path in sorted(paths):
+            try:
+                images[path] = _pixel_hash(dicom.read_dicom(path).pixels)
+            except dicom.DicomError as e:
+                _error(errors, path, str(e))
+        if len(set(images.values())) == 1:
+            first, *copies = images
+            kept.append((image_id, first))
+            for path in copies:
+                duplicates.append((str(path), image_id, str(first)))
+                log.warning(f"duplicate: {path}: the same image as {first} (ImageId {image_id}), predicted once")
+            continue
+        for path in images:
+            others = ", ".join(str(p) for p in images if p != path)
             _error(
-                errors, path, f"{path}: ImageId {image_id} (SOPInstanceUID) is also that of {others}: no row written"
+                errors,
+                path,
+                f"{path}: ImageId {image_id} (SOPInstanceUID) is also that of {others}; these {len(images)} files "
+                f"hold {len(set(images.values()))} different images: no row written",
             )
-    return kept
+    return kept, duplicates
+
+
+def _pixel_hash(pixels: np.ndarray) -> str:
+    """What identifies an image to the model: the 8-bit pixels it is given, and their shape."""
+    return hashlib.blake2b(f"{pixels.shape}".encode() + pixels.tobytes(), digest_size=16).hexdigest()
 
 
 def _error(errors: list[tuple[str, str]], path: Path, message: str) -> None:
@@ -152,15 +182,16 @@ def predict(
     device: str = "auto",
     pattern: str = "*.dcm",
 ) -> tuple[int, list[tuple[str, str]]]:
-    """Write the submission CSV, OUT.errors.csv (file, error) and OUT.files.csv (ImageId,
-    file); return (images predicted, [(file, error), ...]). Raises PredictError when nothing
-    can be predicted (no input files, bad model folder, no such device)."""
+    """Write the submission CSV, OUT.errors.csv (file, error), OUT.files.csv (ImageId, file)
+    and OUT.duplicates.csv (file, ImageId, the file predicted instead: identical copies, not
+    errors); return (images predicted, [(file, error), ...]). Raises PredictError when
+    nothing can be predicted (no input files, bad model folder, no such device)."""
     files = find_dicoms(inputs, pattern)
     dev = device_of(device)
     model, meta, post = load_model(model_dir, dev)
     size = int(meta["image_size"])
     errors: list[tuple[str, str]] = []
-    identified = identify(files, errors)
+    identified, duplicates = identify(files, errors)
     shown: list[tuple[str, bool]] = []
     sources: list[tuple[str, str]] = []
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +219,10 @@ def predict(
         csv.writer(f).writerows([("file", "error"), *sorted(errors)])
     with open(out_csv.with_name(out_csv.name + ".files.csv"), "w", newline="") as f:
         csv.writer(f).writerows([("ImageId", "file"), *sources])
+    with open(out_csv.with_name(out_csv.name + ".duplicates.csv"), "w", newline="") as f:
+        csv.writer(f).writerows([("file", "ImageId", "same image as"), *duplicates])
+    if duplicates:
+        log.info(f"{len(duplicates)} file(s) are copies of a predicted image: listed in {out_csv}.duplicates.csv")
     if overlays_dir:
         _contact_sheet(overlays_dir, shown, model_dir)
     return done, sorted(errors)

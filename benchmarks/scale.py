@@ -147,12 +147,14 @@ def stages(work: Path, py: str, train: bool) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
     if train:
         steps += [
-            ("train_autoencoder", [py, "-m", "pneumo.launch", "1", f"{s}/train_autoencoder.py", "--images",
-                                   "data/prepared/cxr14", "--model", "trained/ae.safetensors", "--encoder",
+            ("train_autoencoder", [py, "-m", "pneumo.launch", "1", f"{s}/train_autoencoder.py", "--seed", "0",
+                                   "--images", "data/prepared/cxr14", "--model", "trained/ae.safetensors", "--encoder",
                                    "trained/ae-encoder.safetensors", "--live", "trained/ae", "--checkpoint",
                                    "trained/ae.pt", "--reconstructions", "trained/ae.png"]),
             ("pretrain_encoder", [py, "-m", "pneumo.launch", "1", f"{s}/pretrain_encoder.py", "--target", "labels",
-                                  "--images", "data/prepared/cxr14", "--targets", "data/prepared/cxr14/index.csv",
+                                  "--seed", "0", "--images", "data/prepared/cxr14",
+                                  "--labels", "data/prepared/cxr14/index.csv",
+                                  "--pseudo-labels", "data/pseudo_labels.csv",
                                   "--out", "trained/labels.safetensors", "--head", "trained/head.safetensors",
                                   "--live", "trained/labels", "--checkpoint", "trained/labels.pt"]),
             ("train_unet", [py, "-m", "pneumo.launch", "1", f"{s}/train_unet.py", "--variant", "none", "--seed", "0",
@@ -160,15 +162,16 @@ def stages(work: Path, py: str, train: bool) -> list[tuple[str, list[str]]]:
                             "trained/unet.safetensors", "--live", "trained/unet", "--checkpoint", "trained/unet.pt"]),
         ]  # fmt: skip
     steps += [
-        ("cluster_latents", [py, f"{s}/cluster_latents.py", "--images", "data/prepared/cxr14", "--model",
-                             "models/autoencoder/model.safetensors", "--out", "data/pseudo_labels.csv",
-                             "--metrics", "metrics/pseudo_labels.json", "--plots", "metrics/pseudo_labels"]),
+        ("cluster_latents", [py, f"{s}/cluster_latents.py", "--seed", "0", "--images", "data/prepared/cxr14",
+                             "--model", "models/autoencoder/model.safetensors", "--out", "data/pseudo_labels.csv",
+                             "--metrics", "metrics/pseudo_labels/0.json", "--plots", "metrics/pseudo_labels/0"]),
         ("evaluate", [py, f"{s}/evaluate.py", "--model-dir", "models/unet/none-0", "--siim", "data/prepared/siim",
                       "--prepare-cxr14-metrics", "metrics/prepare_cxr14.json", *evaluate_out]),
         ("baselines", [py, f"{s}/baselines.py", "--siim", "data/prepared/siim", "--out", "metrics/baselines",
                        "--metrics", "metrics/baselines.json"]),
-        ("report", [py, f"{s}/report.py", "--results", "metrics/evaluate", "--baselines", "metrics/baselines",
-                    "--pseudo-labels", "metrics/pseudo_labels.json", "--json", "metrics/ablation.json",
+        ("report", [py, f"{s}/report.py", "--results", "metrics/evaluate", "--training", "metrics/train_unet",
+                    "--baselines", "metrics/baselines", "--pseudo-labels", "metrics/pseudo_labels",
+                    "--json", "metrics/ablation.json",
                     "--md", "metrics/ablation.md", "--headline", "metrics/headline.json"]),
         ("predict_test", [py, f"{s}/predict_test.py", "--input", "raw/siim/dicom-images-test", "--evaluations",
                           "metrics/evaluate", "--models", "models/unet", "--out", "data/submission"]),
@@ -185,8 +188,9 @@ def params_for(n: int, args) -> dict:
     p["synthesize"].update(n_siim=n, n_test=n // 4, n_cxr14=n, size=args.file_size)
     p["data"].update(siim_root="raw/siim", cxr14_root="raw/cxr14", image_size=args.image_size, workers=args.workers)
     p["predict_test"]["input_dir"] = "raw/siim/dicom-images-test"
-    p["train_unet"].update(variants=["none"], seeds=[0], epochs=1)
-    p["train_autoencoder"]["epochs"] = p["pretrain_encoder"]["epochs"] = 1
+    p["runs"] = [0]
+    p["train_unet"].update(variants=["none"], max_epochs=1)
+    p["train_autoencoder"]["max_epochs"] = p["pretrain_encoder"]["max_epochs"] = 1
     p["cluster_latents"]["in_memory_mb"] = args.in_memory_mb
     p["device"] = "cpu"
     return p
@@ -219,7 +223,8 @@ def main() -> None:
             params = params_for(n, args)
             (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             log = work.parent / f"n{n}.log"
-            synth = [py, f"{STAGES}/synthesize.py", "--siim", "raw/siim", "--cxr14", "raw/cxr14"]
+            synth = [py, f"{STAGES}/synthesize.py", "--siim", "raw/siim", "--cxr14", "raw/cxr14",
+                     "--location-map", str(ROOT / "data" / "siim_location_map.csv")]
             measured = [("synthesize", run("synthesize", synth, work, log))]
             raw_mb = sum(f.stat().st_size for f in (work / "raw").rglob("*") if f.is_file()) / 2**20
             untrained_models(work, params["seed"])

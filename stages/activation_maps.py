@@ -1,4 +1,4 @@
-"""DVC stage `activation_maps@<variant>-<seed>`: Grad-CAM grids of a U-Net variant (and of its
+"""DVC stage `activation_maps@<variant>` (the first run): Grad-CAM grids of a U-Net variant (and of its
 pretraining head where it has one) on fixed test images, and the share of activation mass
 inside the dilated ground-truth mask on positive test images."""
 

@@ -1,4 +1,4 @@
-"""DVC stage `evaluate@<variant>-<seed>`: tune post-processing on validation, score the test
+"""DVC stage `evaluate@<variant>-<run>`: tune post-processing on validation, score the test
 split with the all-empty baseline beside it, write the thresholds and a model card next to
 the weights, plus ROC/PR data and test overlays."""
 

@@ -12,14 +12,14 @@ from pneumo.tasks.predict_test import PredictError, predict
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--input", type=Path, required=True, help="folder of test DICOMs")
-parser.add_argument("--evaluations", type=Path, required=True, help="folder of evaluate's <variant>-<seed>.json")
-parser.add_argument("--models", type=Path, required=True, help="folder of the <variant>-<seed> model folders")
+parser.add_argument("--evaluations", type=Path, required=True, help="folder of evaluate's <variant>-<run>.json")
+parser.add_argument("--models", type=Path, required=True, help="folder of the <variant>-<run> model folders")
 parser.add_argument("--out", type=Path, required=True, help="output folder")
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
-runs = [f"{v}-{s}" for v in p["train_unet"]["variants"] for s in p["train_unet"]["seeds"]]
+runs = [f"{v}-{r}" for v in p["train_unet"]["variants"] for r in p["runs"]]
 # chosen on validation, never on test
 best = max(runs, key=lambda r: json.loads((args.evaluations / f"{r}.json").read_text())["val"]["siim_dice"])
 print(f"best variant by validation SIIM Dice: {best}")

@@ -1,4 +1,4 @@
-"""DVC stage `train_autoencoder`: an autoencoder on the prepared CXR-14 images (labels never
+"""DVC stage `train_autoencoder@<run>`: an autoencoder on the prepared CXR-14 images (labels never
 read); saves the model, its encoder (for the `autoencoder` U-Net variant), per-epoch losses
 and a reconstruction grid."""
 
@@ -11,6 +11,7 @@ from pneumo.core import runtime
 from pneumo.tasks.train_autoencoder import train_autoencoder
 
 parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of `runs`)")
 parser.add_argument("--images", type=Path, required=True, help="prepared CXR-14 folder")
 parser.add_argument("--model", type=Path, required=True, help="autoencoder checkpoint to write")
 parser.add_argument("--encoder", type=Path, required=True, help="its encoder's checkpoint to write")
@@ -23,7 +24,7 @@ logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 p = params.load()
 stage = p["train_autoencoder"]
 local = runtime.local_settings()  # speed and restart knobs from the environment, not params
-runtime.seed_everything(p["seed"], p["deterministic"])
+runtime.seed_everything(args.seed, p["deterministic"])
 train_autoencoder(
     images_dir=args.images,
     model_path=args.model,
@@ -31,7 +32,7 @@ train_autoencoder(
     live_dir=args.live,
     checkpoint_path=args.checkpoint,
     reconstructions=args.reconstructions,
-    seed=p["seed"],
+    seed=args.seed,
     resume=local.resume,
     rt=runtime.start(p["device"], amp=p["amp"], channels_last=p["channels_last"], compile=p["compile"], local=local),
     params=stage,

@@ -1,5 +1,6 @@
-"""DVC stage `train_unet@<variant>-<seed>`: fine-tune a U-Net (ResNet34 encoder) on the
-prepared SIIM data from one encoder initialisation; keeps the epoch with the lowest validation loss."""
+"""DVC stage `train_unet@<variant>-<run>`: fine-tune a U-Net (ResNet34 encoder) on the
+prepared SIIM data from one run's encoder initialisation until its validation loss plateaus;
+keeps the epoch with the lowest validation loss."""
 
 import argparse
 import logging
@@ -11,7 +12,7 @@ from pneumo.tasks.train_unet import train_unet
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--variant", required=True, help="encoder initialisation name")
-parser.add_argument("--seed", type=int, required=True, help="training seed (one of train_unet.seeds)")
+parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of `runs`)")
 parser.add_argument("--encoder", type=Path, required=True, help="encoder checkpoint to start from")
 parser.add_argument("--siim", type=Path, required=True, help="prepared SIIM folder")
 parser.add_argument("--out", type=Path, required=True, help="U-Net checkpoint to write")
@@ -21,7 +22,7 @@ args = parser.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 p = params.load()
-stage = {k: v for k, v in p["train_unet"].items() if k not in ("variants", "seeds")}
+stage = {k: v for k, v in p["train_unet"].items() if k != "variants"}
 local = runtime.local_settings()  # speed and restart knobs from the environment, not params
 runtime.seed_everything(args.seed, p["deterministic"])
 best = train_unet(

@@ -37,8 +37,8 @@ def workspace(root, unet_inputs, tmp_path_factory) -> Path:
         seed=0,
     )
     unet_inputs(tmp / "raw" / "siim", tmp, split={"train": 0.75, "val": 0.0, "test": 0.25})
-    params["train_unet"].update(epochs=EPOCHS, batch_size=8, freeze_encoder_epochs=1)
-    params.update(device="cpu")
+    params["train_unet"].update(max_epochs=EPOCHS, batch_size=8, freeze_encoder_epochs=1)
+    params.update(device="cpu", amp=False)  # fp32: the comparison is of processes, not precisions
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp
 

@@ -56,39 +56,20 @@ def closure(script: Path) -> set[Path]:
 
 
 def stages() -> dict[str, dict]:
-    """Every stage of dvc.yaml with foreach/matrix expanded to one representative."""
-    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    """Every stage of dvc.yaml as DVC resolves it (foreach/matrix instances, params filled
+    in), one representative instance per stage: its command, dependencies and outputs."""
+    from dvc.repo import Repo
+
     out = {}
-    for name, stage in pipeline.items():
-        if "foreach" in stage:
-            key, item = next(iter(stage["foreach"].items()))
-            out[name] = _fill(stage["do"], {"key": key, **{f"item.{k}": v for k, v in item.items()}}, params)
-        elif "matrix" in stage:
-            values = {f"item.{k}": params_value(params, v[2:-1])[0] for k, v in stage["matrix"].items()}
-            out[name] = _fill(stage, values, params)
-        else:
-            out[name] = _fill(stage, {}, params)
+    for stage in Repo(str(ROOT)).index.stages:
+        name = stage.addressing.split("@")[0]
+        if name not in out:
+            out[name] = {
+                "cmd": stage.cmd,
+                "deps": [d.def_path for d in stage.deps if d.def_path != "params.yaml"],
+                "outs": [o.def_path for o in stage.outs],
+            }
     return out
-
-
-def params_value(params: dict, dotted: str):
-    value = params
-    for part in dotted.split("."):
-        value = value[part]
-    return value
-
-
-def _fill(stage, values: dict, params: dict):
-    """Substitute ${...} from the loop values, else from params."""
-    text = yaml.safe_dump(stage)
-    while "${" in text:
-        start = text.index("${")
-        end = text.index("}", start)
-        name = text[start + 2 : end]
-        value = values[name] if name in values else params_value(params, name)
-        text = text[:start] + str(value) + text[end + 1 :]
-    return yaml.safe_load(text)
 
 
 def declared(entries) -> list[str]:
@@ -147,7 +128,7 @@ def test_only_the_headline_is_a_metric_and_every_comparison_chart_has_every_vari
         body = stage.get("do", stage)
         declared += [next(iter(m)) if isinstance(m, dict) else m for m in body.get("metrics", [])]
     assert declared == ["metrics/headline.json"]
-    runs = [f"{variant}-{params['train_unet']['seeds'][0]}" for variant in params["train_unet"]["variants"]]
+    runs = [f"{variant}-{params['runs'][0]}" for variant in params["train_unet"]["variants"]]
     assert len(pipeline["plots"]) >= 5
     for chart in pipeline["plots"]:
         ((title, spec),) = chart.items()

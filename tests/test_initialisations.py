@@ -15,7 +15,9 @@ from pneumo.tasks import activation_maps, pretrain_encoder, train_unet
 @pytest.fixture
 def toy():
     """A fifth initialisation: pretrained on a made-up two-class target (image parity)."""
-    entry = initialisations.Initialisation("toy", "pretrain_encoder@toy", "cluster", "predicted_class")
+    entry = initialisations.Initialisation(
+        "toy", "pretrain_encoder", pretraining="cluster", targets="pseudo_labels", head_target="predicted_class"
+    )
     initialisations.register(entry)
     yield entry
     del initialisations.REGISTRY["toy"]
@@ -39,7 +41,9 @@ def test_a_toy_initialisation_runs_through_pretraining_and_train_unet(toy, tiny_
         checkpoint_path=tmp_path / "ck.pt",
         classes=["No Finding", "Pneumothorax"],
         targets_csv=targets,
-        epochs=1,
+        max_epochs=1,
+        patience=2,
+        min_delta=0.02,
         batch_size=8,
         lr=1e-3,
         seed=0,
@@ -71,7 +75,9 @@ def test_unknown_and_duplicate_names_are_refused():
             checkpoint_path=None,
             classes=[],
             targets_csv=None,
-            epochs=0,
+            max_epochs=0,
+            patience=2,
+            min_delta=0.02,
             batch_size=1,
             lr=0.0,
             seed=0,

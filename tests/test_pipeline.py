@@ -16,12 +16,13 @@ import yaml
 pytestmark = pytest.mark.slow  # every test here runs `dvc repro` on a fresh clone: minutes
 
 SMOKE = {
+    "runs": [0, 1],  # two whole training chains: the report's seed-aware path
     "synthesize": {"n_siim": 40, "n_cxr14": 60, "size": 64},
     "data": {"image_size": 32, "workers": 1},
-    "train_autoencoder": {"epochs": 1, "batch_size": 16},
-    "pretrain_encoder": {"epochs": 1, "batch_size": 16},
-    "train_unet": {"epochs": 2, "batch_size": 8},
-    "cluster_latents": {"resamples": 200},
+    "train_autoencoder": {"max_epochs": 1, "batch_size": 16},
+    "pretrain_encoder": {"max_epochs": 1, "batch_size": 16},
+    "train_unet": {"max_epochs": 2, "batch_size": 8},
+    "cluster_latents": {"resamples": 200, "permutations": 199},
     "report": {"resamples": 200},
 }
 
@@ -39,7 +40,10 @@ def run(cmd: list[str], cwd: Path, **env_vars: str) -> str:
 def set_params(repo: Path, overrides: dict) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for section, values in overrides.items():
-        params[section].update(values)
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:  # a top-level value (runs)
+            params[section] = values
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -71,43 +75,54 @@ def test_default_pipeline_end_to_end(repo):
         "synthesize",
         "prepare_siim",
         "prepare_cxr14",
-        "train_autoencoder",
-        "cluster_latents",
-        "init_encoder",
-        "pretrain_encoder@labels",
-        "pretrain_encoder@pseudo_labels",
-        "train_unet@autoencoder-0",
+        "train_autoencoder@0",
+        "train_autoencoder@1",
+        "cluster_latents@1",
+        "init_encoder@1",
+        "pretrain_encoder@labels-0",
+        "pretrain_encoder@pseudo_labels-1",
+        "train_unet@autoencoder-1",
         "evaluate@none-0",
         "baselines",
         "report",
         "predict_test",
-        "activation_maps@pseudo_labels-0",
+        "activation_maps@pseudo_labels",
     ):
         assert f"Running stage '{stage}'" in out
     table = (repo / "metrics" / "ablation.md").read_text()
     for variant in ("none", "labels", "pseudo_labels", "autoencoder"):
-        assert f"| {variant} | 1 |" in table
+        assert f"| {variant} | 2 |" in table
     for baseline in ("all_empty", "location_prior"):
         assert f"| {baseline} (baseline) |" in table
     ablation = json.loads((repo / "metrics" / "ablation.json").read_text())
-    none = ablation["variants"]["none"]["siim_dice"]
+    assert ablation["primary"] == "dice_positive" and ablation["runs"] == 2
+    none = ablation["variants"]["none"]["dice_positive"]
     assert 0 <= none["low"] <= none["value"] <= none["high"] <= 1
     assert set(ablation["vs_none"]) == {"labels", "pseudo_labels", "autoencoder"}
+    assert all(set(row["holm"]) >= {"called", "adjusted_p"} for row in ablation["vs_none"].values())
+    assert {f"{v}-{r}" for v, rows in ablation["per_run"].items() for r in (row["run"] for row in rows)} == {
+        f"{v}-{r}" for v in ("none", "labels", "pseudo_labels", "autoencoder") for r in (0, 1)
+    }
     headline = json.loads((repo / "metrics" / "headline.json").read_text())
     names = ["none", "labels", "pseudo_labels", "autoencoder", "all_empty", "location_prior", "clustering"]
     assert list(headline) == names
-    assert headline["none"] == {"dice": round(none["value"], 4), "ci": round((none["high"] - none["low"]) / 2, 4)}
+    assert headline["none"] == {
+        "dice_positive": round(none["value"], 4),
+        "ci": round((none["high"] - none["low"]) / 2, 4),
+    }
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
     assert list(shown[""]["data"]) == ["metrics/headline.json"]  # the one metrics file
-    pseudo = json.loads((repo / "metrics" / "pseudo_labels.json").read_text())
-    assert set(pseudo) >= {"autoencoder", "raw_pixels", "nmi_difference"}
-    assert pseudo["autoencoder"]["nmi_low"] <= pseudo["autoencoder"]["nmi"] <= pseudo["autoencoder"]["nmi_high"]
+    for r in (0, 1):
+        pseudo = json.loads((repo / "metrics" / "pseudo_labels" / f"{r}.json").read_text())
+        assert set(pseudo) >= {"autoencoder", "raw_pixels", "ami_difference"}
+        assert pseudo["autoencoder"]["ami_low"] <= pseudo["autoencoder"]["ami"] <= pseudo["autoencoder"]["ami_high"]
+        assert 0 < pseudo["autoencoder"]["ami_p"] <= 1
     assert json.loads((repo / "metrics" / "prepare_cxr14.json").read_text())["excluded_leakage"] > 0
     card = (repo / "models" / "unet" / "labels-0" / "MODEL_CARD.md").read_text()
     assert "synthetic data" in card and "all empty" in card
     for picture in (
-        "metrics/train_autoencoder/reconstructions.png",
-        "metrics/pseudo_labels/projection.png",
+        "metrics/train_autoencoder/0/reconstructions.png",
+        "metrics/pseudo_labels/1/projection.png",
         "metrics/evaluate/none-0/overlays.png",
     ):
         assert (repo / picture).stat().st_size > 0
@@ -127,13 +142,13 @@ def test_rerun_from_scratch_gives_bit_identical_metrics(repo):
     before = {
         p: p.read_bytes() for p in (repo / "metrics").rglob("*.json") if "labels" in str(p) or "autoencoder" in str(p)
     }
-    trained = ("train_autoencoder", "pretrain_encoder@labels", "train_unet@labels-0")
+    trained = ("train_autoencoder@0", "pretrain_encoder@labels-0", "train_unet@labels-0")
     # train again from the start: forced, and no checkpoint reuse (PNEUMO_RESUME=0)
     out = run(["dvc", "repro", "--force", "--single-item", *trained], repo, PNEUMO_RESUME="0")
     for stage in trained:
         assert f"Running stage '{stage}'" in out
     # retrained models are byte-identical, so DVC has nothing to redo downstream
-    out = run(["dvc", "repro", "evaluate@labels-0", "cluster_latents"], repo)
+    out = run(["dvc", "repro", "evaluate@labels-0", "cluster_latents@0"], repo)
     assert "Running stage" not in out
     after = {p: p.read_bytes() for p in before}
     changed = [str(p.relative_to(repo)) for p in before if before[p] != after[p]]

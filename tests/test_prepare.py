@@ -415,7 +415,13 @@ def test_a_symlinked_image_folder_prepares_as_its_copy(realdata, tmp_path, caplo
         out = tmp_path / f"out-{link}"
         if dataset == "siim":
             prepare_siim.prepare_siim(
-                root=root, rle_csv="train-rle.csv", out_dir=out, image_size=16, split=SPLIT, seed=0, strict=True,
+                root=root,
+                rle_csv="train-rle.csv",
+                out_dir=out,
+                image_size=16,
+                split=SPLIT,
+                seed=0,
+                strict=True,
                 workers=1,
             )
         else:

@@ -1,5 +1,7 @@
-"""The report's stratified, paired bootstrap: coverage, pairing, stratification, the weighted
-metrics against sklearn and pneumo.metrics, and the written report end to end."""
+"""The report: the weighted metrics against sklearn and pneumo.metrics, the paired image
+bootstrap's coverage and pairing, and the written report end to end: seed-aware intervals,
+the Holm decision on the primary endpoint, one run calling nothing, the per-run table with
+the training facts, the pseudo-labels against chance, the headline and the stage."""
 
 import csv
 import json
@@ -13,9 +15,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pneumo.core import metrics
-from pneumo.formats import per_image
-from pneumo.tasks import report
+from pneumo.core import bootstrap, metrics
+from pneumo.formats import dicom, per_image
+from pneumo.tasks import cluster_latents, report
 
 
 def table(positive, dice, score) -> dict:
@@ -76,9 +78,11 @@ def test_interval_covers_the_population_value():
     for trial in range(200):
         dice = np.r_[rng.beta(a, b, n_pos), (rng.random(n_neg) < q).astype(float)]
         score = np.r_[rng.normal(shift, 1, n_pos), rng.normal(0, 1, n_neg)]
-        samples = report.metric_samples(table(positive, dice, score), report.stratified_counts(positive, 300, trial))
+        t = table(positive, dice, score)
+        point = report.metric_samples(t, np.ones((1, len(positive))))
+        samples = report.metric_samples(t, bootstrap.stratified_counts(positive, 300, trial))
         for m, value in truth.items():
-            low, high = report.interval(samples[m])
+            low, high = bootstrap.interval(point[m][0], samples[m])
             covered[m].append(low <= value <= high)
     assert all(c[0] for c in covered.values())  # the first sample, as one known case
     for m, c in covered.items():
@@ -94,28 +98,16 @@ def test_paired_interval_is_narrower_than_unpaired():
     hard = rng.random(200)
     a = table(positive, np.clip(hard + rng.normal(0, 0.03, 200), 0, 1), hard)
     b = table(positive, np.clip(hard + 0.03 + rng.normal(0, 0.03, 200), 0, 1), hard)
-    shared, other = report.stratified_counts(positive, 1000, 0), report.stratified_counts(positive, 1000, 1)
+    shared, other = bootstrap.stratified_counts(positive, 1000, 0), bootstrap.stratified_counts(positive, 1000, 1)
     base = report.metric_samples(a, shared)["siim_dice"]
-    paired = report.interval(report.metric_samples(b, shared)["siim_dice"] - base)
-    unpaired = report.interval(report.metric_samples(b, other)["siim_dice"] - base)
+    diff = (
+        report.metric_samples(b, np.ones((1, 200)))["siim_dice"][0]
+        - report.metric_samples(a, np.ones((1, 200)))["siim_dice"][0]
+    )
+    paired = bootstrap.interval(diff, report.metric_samples(b, shared)["siim_dice"] - base)
+    unpaired = bootstrap.interval(diff, report.metric_samples(b, other)["siim_dice"] - base)
     assert paired[1] - paired[0] < 0.3 * (unpaired[1] - unpaired[0])
     assert paired[0] > 0 and unpaired[0] < 0 < unpaired[1]
-
-
-@pytest.mark.parametrize(
-    "positive",
-    [[1, 0, 0, 0, 0], [0, 1, 0, 1, 1, 0, 0, 0, 0, 1], [1, 1, 1], [0, 0, 0, 0], [1] * 7 + [0] * 30],
-)
-def test_stratified_counts_keep_the_positive_count(positive):
-    positive = np.array(positive, bool)
-    w = report.stratified_counts(positive, 500, seed=3)
-    assert w.shape == (500, len(positive)) and w.min() >= 0
-    assert (w[:, positive].sum(1) == positive.sum()).all()
-    assert (w[:, ~positive].sum(1) == (~positive).sum()).all()
-    np.testing.assert_allclose(w.mean(0), 1, atol=0.25)  # every image is drawn, uniformly in its stratum
-    assert w.std(0).max() > 0.5  # it does resample
-    np.testing.assert_array_equal(w, report.stratified_counts(positive, 500, seed=3))
-    assert not np.array_equal(w, report.stratified_counts(positive, 500, seed=4))
 
 
 def test_weighted_auc_equals_sklearn_with_ties_and_constant_is_half():
@@ -124,7 +116,7 @@ def test_weighted_auc_equals_sklearn_with_ties_and_constant_is_half():
     score = np.round(rng.random(40) + 0.3 * positive, 1)  # one decimal: many ties, across classes too
     t = table(positive, np.ones(40), score)
     assert report.metric_samples(t, np.ones((1, 40)))["auc"][0] == pytest.approx(roc_auc_score(positive, score))
-    w = report.stratified_counts(positive, 6, seed=0)
+    w = bootstrap.stratified_counts(positive, 6, seed=0)
     for b, auc in enumerate(report.metric_samples(t, w)["auc"]):
         drawn = np.repeat(np.arange(40), w[b])
         assert auc == pytest.approx(roc_auc_score(positive[drawn], score[drawn]))
@@ -164,7 +156,7 @@ def test_metrics_from_csv_columns_equal_pneumo_metrics(tmp_path):
     got = report.metric_samples(t, np.ones((1, n)))
     for m in report.METRICS:
         assert got[m][0] == pytest.approx(expected[m]), m
-    w = report.stratified_counts(t["has_pneumothorax"], 4, seed=1)
+    w = bootstrap.stratified_counts(t["has_pneumothorax"], 4, seed=1)
     got = report.metric_samples(t, w)
     for b in range(4):
         drawn = np.repeat(np.arange(n), w[b])
@@ -176,36 +168,66 @@ def test_metrics_from_csv_columns_equal_pneumo_metrics(tmp_path):
 def keys(tree) -> list[str]:
     if isinstance(tree, dict):
         return [k for key, value in tree.items() for k in [key, *keys(value)]]
+    if isinstance(tree, list):
+        return [k for value in tree for k in keys(value)]
     return []
 
 
-@pytest.fixture
-def study(tmp_path) -> dict:
-    """CSVs of a small study: `none` and `labels` (clearly better) over two seeds, `pseudo_labels`
-    identical to `none`, and the two content-free baselines."""
+QUALITY = {  # per run: (share of the lesion hit, false-positive rate on empty films, score separation)
+    "none": [(0.4, 0.3, 0.1)] * 8,
+    "labels": [(0.9, 0.05, 0.5)] * 8,  # clearly better in every run
+    "autoencoder": [(0.95, 0.02, 0.6), (0.15, 0.3, 0.1)] * 4,  # runs disagree: training noise, not an effect
+}
+
+
+def make_study(tmp_path: Path, runs: list[int], synthetic: bool = True) -> dict:
+    """The report's inputs for a small study with `runs`, as the stage passes them: per-image
+    CSVs of `none`, `labels` (clearly better), `autoencoder` (better or worse by run) and
+    `pseudo_labels` (a copy of `none`), the two content-free baselines, one training summary
+    per U-Net run (run 1 of `none` ended still improving), and the pseudo-label validation of
+    every run, made by cluster_latents itself."""
     rng = np.random.default_rng(5)
     n, n_pos = 80, 24
-    ids = [f"1.2.276.0.{i}" for i in range(n)]
+    root = dicom.SYNTHETIC_UID_ROOT if synthetic else "1.2.276.0"
+    ids = [f"{root}.{i}" for i in range(n)]
     positive = np.arange(n) < n_pos
     mask = np.where(positive, rng.integers(20, 200, n), 0)
 
-    def run(hit: float, false_positive: float, separation: float) -> list[dict]:
+    def scored(hit: float, false_positive: float, separation: float) -> list[dict]:
         found = positive & (rng.random(n) < 0.9)
-        inter = np.where(found, np.round(mask * rng.uniform(hit - 0.2, hit, n)), 0).astype(int)
+        inter = np.where(found, np.round(mask * rng.uniform(hit - 0.1, hit, n)), 0).astype(int)
         fp = ~positive & (rng.random(n) < false_positive)
         pred = np.where(found, inter + rng.integers(0, 20, n), 0) + np.where(fp, rng.integers(5, 40, n), 0)
         score = np.clip(separation * positive + rng.normal(0.3, 0.2, n), 0, 1)
         return rows_from_counts(ids, positive, mask, pred, inter, score)
 
-    runs = {}
-    for v, quality in (("none", (0.4, 0.3, 0.1)), ("labels", (0.9, 0.05, 0.5))):
-        runs[v] = [write_csv(tmp_path / f"evaluate/{v}-{s}/per_image.csv", run(*quality)) for s in (0, 1)]
-    runs["pseudo_labels"] = []
-    for path in runs["none"]:
-        copy = tmp_path / "evaluate" / path.parent.name.replace("none", "pseudo_labels") / "per_image.csv"
-        copy.parent.mkdir()
-        copy.write_text(path.read_text())
-        runs["pseudo_labels"].append(copy)
+    csvs, training = {}, {}
+    for v in ("none", "labels", "autoencoder"):
+        csvs[v] = [
+            write_csv(tmp_path / f"evaluate/{v}-{r}/per_image.csv", scored(*QUALITY[v][i])) for i, r in enumerate(runs)
+        ]
+    csvs["pseudo_labels"] = []
+    for r, path in zip(runs, csvs["none"], strict=True):
+        csvs["pseudo_labels"].append(write_csv(tmp_path / f"evaluate/pseudo_labels-{r}/per_image.csv", []))
+        csvs["pseudo_labels"][-1].write_text(path.read_text())
+    for v in csvs:
+        training[v] = []
+        for r in runs:
+            still = v == "none" and r == runs[-1] and len(runs) > 1
+            summary = {
+                "val": {"loss": 0.4},
+                "selected": {"epoch": 7 + r, "val_loss": 0.4},
+                "plateau": {
+                    "met": not still,
+                    "epochs": 10 + r,
+                    "best_epoch": 7 + r,
+                    "change": 0.05 if still else 0.004,
+                },
+                "precision": "fp32",
+            }
+            training[v].append(tmp_path / f"train_unet/{v}-{r}/metrics.json")
+            training[v][-1].parent.mkdir(parents=True, exist_ok=True)
+            training[v][-1].write_text(json.dumps(summary))
     zero = np.zeros(n, int)
     prior = np.where(positive, np.minimum(mask, 15), 0)
     baselines = {
@@ -217,102 +239,237 @@ def study(tmp_path) -> dict:
             rows_from_counts(ids, positive, mask, np.full(n, 60), prior, np.full(n, 0.4)),
         ),
     }
-    return {"runs": runs, "baselines": baselines}
+    clustering = []
+    for r in runs:  # the autoencoder's clusters follow the labels a little, raw pixels not at all
+        truth = rng.integers(0, 4, 300)
+        ours, raw = np.where(rng.random(300) < 0.5, truth, rng.integers(0, 4, 300)), rng.integers(0, 4, 300)
+        result = cluster_latents.compare(ours, raw, truth, resamples=200, seed=r)
+        for name, ids_ in (("autoencoder", ours), ("raw_pixels", raw)):
+            result[name] |= cluster_latents.chance(ids_, truth, permutations=99, seed=r)
+        clustering.append(tmp_path / f"pseudo_labels/{r}.json")
+        clustering[-1].parent.mkdir(parents=True, exist_ok=True)
+        clustering[-1].write_text(json.dumps(result))
+    return {"runs": csvs, "baselines": baselines, "training": training, "clustering": clustering, "run_ids": runs}
 
 
 def files(tmp_path) -> dict:
     return {"json_path": tmp_path / "a.json", "md_path": tmp_path / "a.md", "headline_path": tmp_path / "h.json"}
 
 
-def test_report_end_to_end(tmp_path, study):
-    out = report.report(**study, resamples=500, seed=0, **files(tmp_path))
+def run_report(tmp_path, study, **overrides) -> dict:
+    return report.report(
+        **study, **{"primary": "dice_positive", "resamples": 500, "seed": 0, **overrides}, **files(tmp_path)
+    )
+
+
+def test_report_end_to_end(tmp_path):
+    study = make_study(tmp_path, [0, 1, 2])
+    out = run_report(tmp_path, study)
     saved = json.loads((tmp_path / "a.json").read_text())
-    assert saved == out
+    assert saved == json.loads(json.dumps(out))
     assert not [k for k in keys(saved) if "." in k or " " in k]
     assert (saved["test_images"], saved["test_positive"], saved["resamples"]) == (80, 24, 500)
+    assert (saved["runs"], saved["run_ids"], saved["primary"]) == (3, [0, 1, 2], "dice_positive")
+    assert saved["method"] == bootstrap.T_RUNS_IMAGES and saved["holds_on"] == "these phantoms (synthetic data)"
     for row in [*saved["variants"].values(), *saved["baselines"].values()]:
         for m in report.METRICS:
             assert row[m]["low"] <= row[m]["value"] <= row[m]["high"], m
-    assert saved["variants"]["labels"]["seeds"] == 2
+    assert saved["variants"]["labels"]["runs"] == 3
     assert saved["baselines"]["all_empty"]["auc"] == {"value": 0.5, "low": 0.5, "high": 0.5}
 
-    better, same = saved["vs_none"]["labels"], saved["vs_none"]["pseudo_labels"]
-    for m in ("siim_dice", "dice_positive", "auc"):
-        assert better[m]["resolved"] and better[m]["low"] > 0 and better[m]["same_sign_seeds"] == "2/2", m
-    for m in report.METRICS:
-        assert not same[m]["resolved"] and same[m]["diff"] == 0, m
+    # per variant: run count, method, primary, the seed-aware interval of every difference, Holm
+    vs_none = saved["vs_none"]
+    assert list(vs_none) == ["labels", "autoencoder", "pseudo_labels"]
+    for row in vs_none.values():
+        assert (row["runs"], row["method"], row["primary"]) == (3, bootstrap.T_RUNS_IMAGES, "dice_positive")
+        assert set(row) >= {"holm", "same_sign_runs", *report.METRICS}
+        for m in report.METRICS:
+            assert row[m]["low"] <= row[m]["diff"] <= row[m]["high"] and row[m]["se"] >= 0, m
+    p = [row["holm"]["p"] for row in vs_none.values()]
+    adjusted, _ = bootstrap.holm(p)
+    assert [row["holm"]["adjusted_p"] for row in vs_none.values()] == pytest.approx(adjusted.tolist(), abs=1e-6)
+    better, noisy, same = vs_none["labels"], vs_none["autoencoder"], vs_none["pseudo_labels"]
+    assert better["holm"]["called"] and better["holm"]["verdict"] == "better than none"
+    assert better["dice_positive"]["low"] > 0 and better["holm"]["adjusted_p"] <= 0.05
+    assert better["same_sign_runs"] == "3/3" and better["holm"]["family"] == 3
+    assert not same["holm"]["called"] and same["dice_positive"]["diff"] == 0 and same["holm"]["p"] == 1
+    # the noisy variant: its runs disagree, so the seed-aware interval includes 0 ...
+    assert not noisy["holm"]["called"] and noisy["holm"]["verdict"] == "not resolved"
+    assert noisy["dice_positive"]["low"] < 0 < noisy["dice_positive"]["high"]
+    # ... although test-set sampling alone (the old image-only interval) would have called it
+    tables = {v: [per_image.read(path) for path in paths] for v, paths in study["runs"].items()}
+    counts = bootstrap.stratified_counts(tables["none"][0]["has_pneumothorax"], 500, 0)
+    run_mean = {
+        v: np.mean([report.metric_samples(t, counts)["dice_positive"] for t in tables[v]], 0)
+        for v in ("none", "autoencoder")
+    }
+    image_only = bootstrap.interval(noisy["dice_positive"]["diff"], run_mean["autoencoder"] - run_mean["none"])
+    assert image_only[0] > 0
+
     vs_base = saved["vs_baseline"]["labels"]
-    assert vs_base["siim_dice"]["baseline"] == "all_empty" and vs_base["siim_dice"]["resolved"]
-    assert vs_base["dice_positive"]["baseline"] == "location_prior"
-    worse = saved["vs_baseline"]["none"]["siim_dice"]  # false positives on 30% of the empty films
-    assert worse["high"] < 0 and worse["resolved"] and worse["same_sign_seeds"] == "2/2"
-    assert set(saved["smallest_detectable_difference"]) == {"versus", *report.METRICS}
-    assert saved["smallest_detectable_difference"]["versus"] == "none"
-    assert saved["smallest_detectable_difference"]["siim_dice"] > 0
+    assert vs_base["dice_positive"]["baseline"] == "location_prior" and vs_base["dice_positive"]["resolved"]
+    assert vs_base["siim_dice"]["baseline"] == "all_empty" and "resolved" not in vs_base["siim_dice"]  # secondary
+    sdd = saved["smallest_detectable_difference"]
+    assert (sdd["versus"], sdd["runs"], sdd["includes_run_variance"]) == ("none", 3, True)
+    assert set(sdd) == {"versus", "runs", "includes_run_variance", *report.METRICS} and sdd["dice_positive"] > 0
+
+    # the per-run table and the runs still improving
+    none_runs = saved["per_run"]["none"]
+    assert [r["run"] for r in none_runs] == [0, 1, 2]
+    assert none_runs[0] | {"dice_positive": None, "siim_dice": None, "auc": None} == {
+        "run": 0,
+        "dice_positive": None,
+        "siim_dice": None,
+        "auc": None,
+        "selected_epoch": 7,
+        "val_loss": 0.4,
+        "epochs": 10,
+        "best_epoch": 7,
+        "plateau_met": True,
+        "change": 0.004,
+        "precision": "fp32",
+    }
+    assert none_runs[0]["dice_positive"] == pytest.approx(
+        report.metric_samples(tables["none"][0], np.ones((1, 80)))["dice_positive"][0], abs=1e-6
+    )
+    assert saved["still_improving"] == ["none-2"] and saved["plateau_not_recorded"] == []
+
+    # the pseudo-labels: every run, and the seed-aware AMI difference over the runs
+    clustering = saved["clustering"]
+    assert clustering["runs"] == 3 and [r["run"] for r in clustering["per_run"]] == [0, 1, 2]
+    for row in clustering["per_run"]:
+        assert row["ami_autoencoder"] > 0.1 and row["ami_p_autoencoder"] == 0.01  # 1 / (1 + 99 permutations)
+        assert row["ami_low_raw_pixels"] <= row["ami_raw_pixels"] <= row["ami_high_raw_pixels"]
+        assert row["nmi_chance_raw_pixels"] > 0
+    assert clustering["ami_difference"]["winner"] == "autoencoder"
+    assert clustering["ami_difference"]["method"] == bootstrap.T_RUNS_IMAGES
 
     md = (tmp_path / "a.md").read_text()
-    assert "80 test images (24 with pneumothorax), 2 seed(s) per variant, 500 bootstrap resamples" in md
-    assert re.search(r"\| none \| 2 \| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|.* \| 75\.3 \|", md)
+    assert "**Every verdict below holds on these phantoms (synthetic data)**" in md
+    assert "80 test images (24 with pneumothorax); 3 run(s) per variant (runs 0, 1, 2" in md
+    assert "Primary endpoint: `dice_positive`" in md and "| dice_positive (primary) |" in md
+    assert re.search(r"\| none \| 3 \| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|.* \| 75\.3 \|", md)
     assert "| all_empty (baseline) | – | " in md
-    vs_none = md.split("## Difference from `none`")[1].split("## Difference from the best")[0]
-    labels_row = next(line for line in vs_none.splitlines() if line.startswith("| labels |"))
-    same_row = next(line for line in vs_none.splitlines() if line.startswith("| pseudo_labels |"))
-    assert re.search(r"\*\*\+\d\.\d{3} \[\+\d\.\d{3}, \+\d\.\d{3}\] ✓\*\* \(2/2\)", labels_row)
-    assert "✓" not in same_row and "+0.000 [+0.000, +0.000]" in same_row
-    vs_base_md = md.split("## Difference from the best content-free baseline")[1]
-    assert re.search(r"\| none \| \*\*-\d\.\d{3} \[-\d\.\d{3}, -\d\.\d{3}\] ✓\*\* \(2/2\)", vs_base_md)
-    assert "siim_dice (vs all_empty)" in md and "dice_positive (vs location_prior)" in md
-    assert "Smallest detectable difference" in md and "interval of the difference excludes 0" in md
+    verdicts = md.split("## Verdicts")[1].split("## Secondary")[0]
+    assert re.search(
+        r"\| labels \| 3 \| \+\d\.\d{3} \[\+\d\.\d{3}, \+\d\.\d{3}\] \| 3/3 runs \| .* \| \*\*better than none\*\* \|",
+        verdicts,
+    )
+    assert re.search(r"\| autoencoder \| 3 \| .* \| not resolved \|", verdicts)
+    assert "Holm" in verdicts
+    secondary = md.split("## Secondary endpoints")[1].split("##")[0]
+    assert "nothing called" in secondary.splitlines()[0] and "**" not in secondary and "✓" not in secondary
+    assert "dice_positive" not in secondary.split("\n\n")[1].splitlines()[0]  # the primary is not repeated there
+    assert "| none | 2 | " in md and "⚠ still improving" in md and "still improving: none-2" in md
+    assert "## Pseudo-labels against chance" in md and "**autoencoder**" in md
+    assert "Smallest detectable difference from `none`, 80% power" in md
 
-    # the headline: every variant and baseline, two numbers each, keys fit for `dvc exp show`
+    # the headline: every variant and baseline, the primary's run mean and its half-width, the AMI
     head = json.loads((tmp_path / "h.json").read_text())
-    assert list(head) == ["none", "labels", "pseudo_labels", "all_empty", "location_prior"]
-    for name, row in head.items():
-        source = {**saved["variants"], **saved["baselines"]}[name]["siim_dice"]
-        assert row["dice"] == round(source["value"], 4)
-        assert row["ci"] == round((source["high"] - source["low"]) / 2, 4) > 0 or name == "all_empty"
+    assert list(head) == ["none", "labels", "autoencoder", "pseudo_labels", "all_empty", "location_prior", "clustering"]
+    for name, row in list(head.items())[:-1]:
+        source = {**saved["variants"], **saved["baselines"]}[name]["dice_positive"]
+        assert row == {"dice_positive": round(source["value"], 4), "ci": round((source["high"] - source["low"]) / 2, 4)}
+    assert head["clustering"] == {
+        "ami_autoencoder": round(clustering["ami_autoencoder"], 4),
+        "ami_raw_pixels": round(clustering["ami_raw_pixels"], 4),
+    }
     assert not [k for k in keys(head) if "." in k or " " in k]
 
 
-def test_headline_takes_the_clustering_nmi(tmp_path, study):
-    clustering = {"autoencoder": {"nmi": 0.0211, "ari": 0.0}, "raw_pixels": {"nmi": 0.01401, "ari": 0.0}}
-    (tmp_path / "pl.json").write_text(json.dumps(clustering))
-    report.report(**study, resamples=20, seed=0, **files(tmp_path), clustering_path=tmp_path / "pl.json")
-    head = json.loads((tmp_path / "h.json").read_text())
-    assert head["clustering"] == {"nmi_autoencoder": 0.0211, "nmi_raw_pixels": 0.014}
+def test_one_run_calls_nothing(tmp_path):
+    """With one run the report shows image-only intervals, says that it calls nothing and
+    why, and calls nothing: not against `none` (even `labels`, clearly better on these
+    images), not against the baselines, not between the pseudo-label latents."""
+    saved = run_report(tmp_path, make_study(tmp_path, [0], synthetic=False))
+    assert saved["method"] == bootstrap.IMAGES_ONLY and saved["holds_on"] == "this test split"
+    for row in saved["vs_none"].values():
+        assert row["runs"] == 1 and row["method"] == bootstrap.IMAGES_ONLY
+        assert row["holm"] == {
+            "p": None,
+            "adjusted_p": None,
+            "called": False,
+            "verdict": "not called: one run",
+            "family": 3,
+        }
+    assert saved["vs_none"]["labels"]["dice_positive"]["low"] > 0  # the images alone would have "resolved" it
+    assert not any(row["dice_positive"]["resolved"] for row in saved["vs_baseline"].values())
+    assert saved["smallest_detectable_difference"]["includes_run_variance"] is False
+    assert saved["clustering"]["ami_difference"]["winner"] == "not called: one run"
+    md = (tmp_path / "a.md").read_text()
+    assert "**Every verdict below holds on this test split**" in md
+    assert "**One run per variant: this report calls no difference between initialisations.**" in md
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert not [line for line in rows if "✓" in line or "**" in line or "better than" in line]
+    assert "(test images only: a lower bound" in md
 
 
-def test_report_fails_on_a_file_with_other_image_order(tmp_path, study):
+def test_a_training_summary_without_the_plateau_rule_is_flagged(tmp_path):
+    """A summary written before train_unet recorded the plateau rule (selected epoch only) is
+    read, and its run is named as not recorded, apart from the runs still improving."""
+    study = make_study(tmp_path, [0, 1])
+    old = {"train": {"loss": 0.51}, "val": {"loss": 0.53}, "step": 5, "selected": {"epoch": 5, "val_loss": 0.53}}
+    study["training"]["labels"][1].write_text(json.dumps(old))
+    saved = run_report(tmp_path, study, resamples=100)
+    row = saved["per_run"]["labels"][1]
+    assert (row["selected_epoch"], row["val_loss"], row["plateau_met"], row["epochs"], row["precision"]) == (
+        5,
+        0.53,
+        None,
+        None,
+        None,
+    )
+    assert saved["plateau_not_recorded"] == ["labels-1"] and saved["still_improving"] == ["none-1"]
+    md = (tmp_path / "a.md").read_text()
+    assert "| labels | 1 | " in md and "| 5 | n/a | ⚠ not recorded | n/a | n/a |" in md
+    assert "does not record the plateau rule: labels-1." in md and "still improving: none-1." in md
+
+
+def test_five_runs_take_the_two_level_bootstrap(tmp_path):
+    saved = run_report(tmp_path, make_study(tmp_path, [0, 1, 2, 3, 4]), resamples=300)
+    assert saved["method"] == bootstrap.TWO_LEVEL
+    assert {row["method"] for row in saved["vs_none"].values()} == {bootstrap.TWO_LEVEL}
+    assert saved["vs_none"]["labels"]["holm"]["called"] and not saved["vs_none"]["autoencoder"]["holm"]["called"]
+    assert "two-level bootstrap (runs, then images)" in (tmp_path / "a.md").read_text()
+
+
+def test_report_refuses_unknown_primary_and_unpaired_runs(tmp_path):
+    study = make_study(tmp_path, [0, 1])
+    with pytest.raises(ValueError, match="report.primary='dice'.*valid: siim_dice, dice_positive"):
+        run_report(tmp_path, study, primary="dice")
+    study["runs"]["labels"] = study["runs"]["labels"][:1]
+    with pytest.raises(ValueError, match="same runs"):
+        run_report(tmp_path, study)
+
+
+def test_report_fails_on_a_file_with_other_image_order(tmp_path):
+    study = make_study(tmp_path, [0, 1])
     bad = study["runs"]["labels"][1]
     lines = bad.read_text().splitlines()
     bad.write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
     with pytest.raises(ValueError, match=re.escape(str(bad))) as error:
-        report.report(**study, resamples=10, seed=0, **files(tmp_path))
+        run_report(tmp_path, study, resamples=10)
     assert "\n" not in str(error.value) and "order" in str(error.value)
     assert not (tmp_path / "a.json").exists()
 
 
-def test_stage_reads_params_and_writes_both_files(root, tmp_path, study):
+def test_stage_reads_params_and_writes_both_files(root, tmp_path):
+    make_study(tmp_path, [0, 1, 2])
     (tmp_path / "params.yaml").write_text(
-        "seed: 7\ntrain_unet: {variants: [none, labels], seeds: [0, 1]}\nreport: {resamples: 50}\n"
+        "seed: 7\nruns: [0, 2]\ntrain_unet: {variants: [none, labels]}\n"
+        "report: {resamples: 50, primary: dice_positive}\n"
     )
     cmd = [sys.executable, str(root / "stages" / "report.py"), "--results", "evaluate", "--baselines", "baselines"]
-    (tmp_path / "pl.json").write_text(json.dumps({n: {"nmi": 0.5} for n in ("autoencoder", "raw_pixels")}))
-    cmd += [
-        "--json",
-        "m/ablation.json",
-        "--md",
-        "m/ablation.md",
-        "--headline",
-        "m/h.json",
-        "--pseudo-labels",
-        "pl.json",
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    cmd += ["--training", "train_unet", "--pseudo-labels", "pseudo_labels"]
+    cmd += ["--json", "m/ablation.json", "--md", "m/ablation.md", "--headline", "m/h.json"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     saved = json.loads((tmp_path / "m" / "ablation.json").read_text())
     assert list(saved["variants"]) == ["none", "labels"] and saved["resamples"] == 50
+    assert saved["run_ids"] == [0, 2] and [r["run"] for r in saved["clustering"]["per_run"]] == [0, 2]
+    assert saved["still_improving"] == ["none-2"]
     assert list(saved["baselines"]) == ["all_empty", "location_prior"]
     assert (tmp_path / "m" / "ablation.md").read_text().startswith("# Ablation")
     head = json.loads((tmp_path / "m" / "h.json").read_text())
     assert list(head) == ["none", "labels", "all_empty", "location_prior", "clustering"]
+    assert "called on dice_positive: labels" in proc.stderr

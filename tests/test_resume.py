@@ -30,7 +30,8 @@ train_unet.train_unet(**{k: Path(v) if k.endswith(("_path", "_dir")) else v for 
 
 def kwargs(unet_run, tmp: Path, run: str) -> dict:
     """JSON-ready arguments of the run script (paths as strings, the device by name)."""
-    args = unet_run(tmp, run, epochs=EPOCHS, device="cpu", params={"epochs": EPOCHS})
+    # patience = EPOCHS: the plateau rule cannot stop the run before the kill lands (the lr still halves)
+    args = unet_run(tmp, run, max_epochs=EPOCHS, patience=EPOCHS, device="cpu", params={"max_epochs": EPOCHS})
     return {k: str(v) if isinstance(v, Path) else v for k, v in args.items()}
 
 

@@ -41,7 +41,7 @@ def test_a_frozen_encoder_epoch_is_never_kept(tiny_siim, unet_run):
     """Epoch 0 trains the decoder only; epoch 1 unfreezes the encoder with a learning rate
     so large that its validation loss is worse. The rule still keeps epoch 1: an epoch
     whose encoder never trained is not a candidate (for `none` it is a random encoder)."""
-    args = unet_run(tiny_siim, "frozen", epochs=2, freeze_encoder_epochs=1, lr=0.5)
+    args = unet_run(tiny_siim, "frozen", max_epochs=2, freeze_encoder_epochs=1, lr=0.5)
     best = train_unet.train_unet(**args, rt=runtime.start("cpu"))
     history = (tiny_siim / "frozen" / "live" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()[1:]
     losses = [float(r.split("\t")[1]) for r in history]

@@ -28,8 +28,9 @@ SYNTHESIZE = """
 from pathlib import Path
 from pneumo.tasks.synthesize import synthesize
 synthesize(siim_dir=Path(out) / "siim", cxr14_dir=Path(out) / "cxr14", n_siim=24, n_test=2, n_cxr14=16, size=256,
-           positive_rate=0.5, log_area_mean=-3.9, log_area_std=1.09, regions_per_image=[0.766, 0.167, 0.042, 0.025],
-           shared_fraction=0.3, rgba_fraction=0.2, finding_rate=0.9, seed=3)
+           location_map=Path(location_map), positive_rate=0.5, log_area_mean=-3.9, log_area_std=1.09,
+           regions_per_image=[0.766, 0.167, 0.042, 0.025], shared_fraction=0.3, rgba_fraction=0.2, finding_rate=0.9,
+           seed=3)
 """
 
 PREPARE = """
@@ -73,11 +74,12 @@ def test_numpy_switch_changes_its_transcendentals():
 
 
 @pytest.mark.slow
-def test_synthesize_writes_the_same_bytes_with_every_simd_path(tmp_path):
-    reference = run(SYNTHESIZE, tmp_path / "on", None)
+def test_synthesize_writes_the_same_bytes_with_every_simd_path(root, tmp_path):
+    location_map = root / "data" / "siim_location_map.csv"
+    reference = run(SYNTHESIZE, tmp_path / "on", None, location_map=location_map)
     assert len(reference) == 24 + 2 + 16 + 3
     for switch in SWITCHES:
-        assert run(SYNTHESIZE, tmp_path / switch, switch) == reference, switch
+        assert run(SYNTHESIZE, tmp_path / switch, switch, location_map=location_map) == reference, switch
 
 
 @pytest.mark.slow

@@ -1,7 +1,11 @@
 """The embedded synthetic dataset: real formats, readable by the same readers, and
-calibrated on the public SIIM label statistics."""
+calibrated on the public SIIM label statistics, pneumothoraces placed where real ones lie."""
 
 import csv
+import importlib.util
+import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,8 +14,13 @@ from pneumo.formats import cxr14, dicom, rle
 from pneumo.tasks import synthesize
 
 
+@pytest.fixture(scope="session")
+def shipped_map(root):
+    return root / "data" / "siim_location_map.csv"
+
+
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
+def synthetic(tmp_path_factory, shipped_map):
     root = tmp_path_factory.mktemp("synthetic")
     summary = synthesize.synthesize(
         siim_dir=root / "siim",
@@ -28,6 +37,7 @@ def synthetic(tmp_path_factory):
         rgba_fraction=0.05,
         finding_rate=0.65,
         seed=0,
+        location_map=shipped_map,
     )
     return root, summary
 
@@ -61,9 +71,9 @@ def test_siim_labels_match_the_real_statistics(synthetic):
         assert rle.render(rows, 128, 128).sum() == sum(rle.decode(r, 128, 128).sum() for r in rows)
 
 
-def test_pneumothorax_region_is_darker_and_smoother_than_lung(synthetic):
+def test_pneumothorax_region_is_darker_and_smoother_than_lung(shipped_map):
     rng = np.random.default_rng(1)
-    image, masks = synthesize.phantom(rng, 256, set(), [0.03])
+    image, masks = synthesize.phantom(rng, 256, set(), [0.03], synthesize.LocationMap.read(shipped_map))
     region = masks[0]
     healthy = synthesize._ellipse(256, 0.31, 0.46, 0.08, 0.15) & ~region
     assert image[region].mean() < image[healthy].mean() - 10
@@ -94,25 +104,76 @@ def test_shared_films_are_mapped_like_siim_to_nih(synthetic):
 
 
 @pytest.mark.slow
-def test_the_same_seed_writes_the_same_bytes_in_any_process(tmp_path):
+def test_the_same_seed_writes_the_same_bytes_in_any_process(tmp_path, shipped_map):
     """The dataset must not depend on Python's per-process string hashing (set order):
     two processes with different PYTHONHASHSEED write byte-identical files."""
     import hashlib
     import os
-    import subprocess
-    import sys
 
     script = (
         "import sys; from pathlib import Path; from pneumo.tasks import synthesize; out = Path(sys.argv[1]); "
         "synthesize.synthesize(siim_dir=out / 'siim', cxr14_dir=out / 'cxr14', n_siim=20, n_test=0, n_cxr14=60, "
         "size=64, positive_rate=0.3, log_area_mean=-4.0, log_area_std=1.0, regions_per_image=[1.0], "
-        "shared_fraction=0.2, rgba_fraction=0.05, finding_rate=0.9, seed=0)"
+        "shared_fraction=0.2, rgba_fraction=0.05, finding_rate=0.9, seed=0, location_map=Path(sys.argv[2]))"
     )
     digests = []
     for hash_seed in ("1", "2"):
         out = tmp_path / hash_seed
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        subprocess.run([sys.executable, "-c", script, str(out)], env=env, check=True)
+        subprocess.run([sys.executable, "-c", script, str(out), str(shipped_map)], env=env, check=True)
         files = sorted(p for p in out.rglob("*") if p.is_file())
         digests.append({p.relative_to(out): hashlib.md5(p.read_bytes()).hexdigest() for p in files})
     assert len(digests[0]) == 83 and digests[0] == digests[1]
+
+
+def _location_map_tool(root):
+    spec = importlib.util.spec_from_file_location("location_map", root / "tools" / "location_map.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "encoded, cell",
+    [
+        ("0 1", (0, 0)),  # the first pixel: top left
+        ("1048575 1", (15, 15)),  # the last pixel: bottom right
+        ("1023 1", (0, 15)),  # column-major: pixel 1023 is the bottom of the first column, not the top right
+        ("65536 1", (1, 0)),  # pixel 65536 = 64 x 1024: the top of column 64, in the second cell across
+        ("62 2", (0, 0)),  # rows 62-63 of column 0: centroid 63.0 px from the top, inside the first cell
+        ("63 2", (0, 1)),  # rows 63-64: centroid 64.0 px, exactly on the cell edge: the next cell (floor)
+        ("0 1 1048574 1", (8, 8)),  # the first and the last pixel: centroid exactly at the film's centre
+    ],
+)
+def test_a_region_is_counted_in_the_cell_of_its_centroid(root, encoded, cell):
+    assert _location_map_tool(root).region_cells(encoded) == cell
+
+
+def test_the_shipped_location_map_is_reproduced_from_the_real_labels(root, all_train_rle, shipped_map, tmp_path):
+    out = tmp_path / "map.csv"
+    subprocess.run([sys.executable, str(root / "tools" / "location_map.py"), str(all_train_rle), str(out)], check=True)
+    assert out.read_bytes() == shipped_map.read_bytes()
+
+
+def test_lesions_lie_where_the_map_puts_real_ones(shipped_map):
+    """Region centroids of 300 phantoms fall on each side and in each half of the film in the
+    map's shares (tolerance: ~3 binomial standard deviations). The old phantom put nearly
+    every region in the upper half."""
+    places = synthesize.LocationMap.read(shipped_map)
+    assert places.cumulative[-1] == 3576  # every positive row of the public SIIM train labels
+    counts = np.array([int(r["regions"]) for r in csv.DictReader(open(shipped_map))]).reshape(16, 16)
+    expected = {"left": counts[:, :8].sum() / counts.sum(), "upper": counts[:8].sum() / counts.sum()}
+    rng = np.random.default_rng(0)
+    centroids = []
+    for _ in range(300):
+        area = min(max(math.exp(rng.normal(-3.9, 1.09)), 0.001), 0.08)  # the default's sizes
+        _, masks = synthesize.phantom(rng, 96, set(), [area], places)
+        for m in masks:
+            ys, xs = np.nonzero(m)
+            centroids.append(((xs.mean() + 0.5) / 96, (ys.mean() + 0.5) / 96))
+    centroids = np.array(centroids)
+    assert len(centroids) == 300  # none lost
+    found = {"left": (centroids[:, 0] < 0.5).mean(), "upper": (centroids[:, 1] < 0.5).mean()}
+    assert expected["left"] == pytest.approx(0.580, abs=0.001) and expected["upper"] == pytest.approx(0.783, abs=0.001)
+    for key in expected:
+        assert found[key] == pytest.approx(expected[key], abs=0.08), key

@@ -1,6 +1,6 @@
-"""The training loop's runtime switches. `amp` (bf16 autocast) and `channels_last` are
-switched on only for CUDA by `runtime.start`; here the same code runs on CPU with them
-forced on, so the GPU path is exercised without a GPU."""
+"""The training loop's runtime switches. `channels_last` is switched on only for CUDA by
+`runtime.start`, `amp` (bf16 autocast) for CUDA and CPUs with native bf16; here the same code
+runs on CPU with both forced on, so the GPU path is exercised without a GPU."""
 
 import numpy as np
 import pytest
@@ -36,6 +36,7 @@ def test_bf16_autocast_and_channels_last_train_the_same_model_as_fp32():
     assert torch.corrcoef(torch.stack([fp32_out.flatten(), bf16_out.flatten()]))[0, 1] > 0.99
 
 
-def test_runtime_keeps_cpu_runs_fp32():
+def test_runtime_uses_bf16_on_a_cpu_only_where_it_has_native_units():
     rt = runtime.start("cpu", amp=True, channels_last=True, local=runtime.LocalSettings(pin_memory=True))
-    assert (rt.amp, rt.channels_last, rt.pin_memory) == (False, False, False)
+    assert (rt.amp, rt.channels_last, rt.pin_memory) == (runtime.native_cpu_bf16(), False, False)
+    assert not runtime.start("cpu", amp=False).amp

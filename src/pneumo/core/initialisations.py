@@ -21,6 +21,7 @@ class Initialisation:
     name: str
     produced_by: str  # the DVC stage that writes the encoder file
     pretraining: str | None = None  # what `pretrain_encoder` fits encoder + head to; None: not pretrained there
+    targets: str | None = None  # the `pretrain_encoder` input holding those targets: labels | pseudo_labels
     head_target: str | None = None  # Grad-CAM target of the head: a class name, or "predicted_class"
     reads: tuple[str, ...] = ()  # what producing it reads (dvc.yaml declares the same)
 
@@ -28,10 +29,10 @@ class Initialisation:
 REGISTRY: dict[str, Initialisation] = {
     "none": Initialisation("none", "init_encoder"),  # seeded random weights: the baseline
     "labels": Initialisation(
-        "labels", "pretrain_encoder@labels", "multilabel", "Pneumothorax", ("data/prepared/cxr14/index.csv",)
+        "labels", "pretrain_encoder", "multilabel", "labels", "Pneumothorax", ("data/prepared/cxr14/index.csv",)
     ),
     "pseudo_labels": Initialisation(
-        "pseudo_labels", "pretrain_encoder@pseudo_labels", "cluster", "predicted_class", ("data/pseudo_labels.csv",)
+        "pseudo_labels", "pretrain_encoder", "cluster", "pseudo_labels", "predicted_class", ("data/pseudo_labels",)
     ),
     "autoencoder": Initialisation("autoencoder", "train_autoencoder", reads=("data/prepared/cxr14",)),
 }

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -54,6 +56,58 @@ def train_one_epoch(
     dist.sync_buffers(model.module if hasattr(model, "module") else model)
     total, count = dist.reduce_sum(total, count, device=rt.device)
     return total / max(count, 1)
+
+
+@dataclass
+class Plateau:
+    """The convergence rule of every training stage: stop once the validation loss has
+    plateaued, i.e. the best loss of the last `patience` epochs is not at least `min_delta`
+    (relative) below the best loss before them; and at most after `max_epochs`. `met` says
+    whether a run stopped because of the rule (converged) rather than the epoch limit (still
+    improving); the report flags the latter. A NaN loss (a diverged run) never improves."""
+
+    patience: int
+    min_delta: float
+    max_epochs: int
+    history: list[float] = field(default_factory=list)
+
+    def update(self, val_loss: float) -> bool:
+        """Record an epoch's validation loss; whether to stop now."""
+        self.history.append(float(val_loss))
+        return self.met or len(self.history) >= self.max_epochs
+
+    def _best(self, losses: list[float]) -> float:
+        return min((x for x in losses if not math.isnan(x)), default=math.inf)
+
+    @property
+    def change(self) -> float:
+        """Relative improvement of the last `patience` epochs' best over the best before them."""
+        if len(self.history) <= self.patience:
+            return math.inf
+        before, recent = self._best(self.history[: -self.patience]), self._best(self.history[-self.patience :])
+        if math.isinf(before):
+            return math.inf if recent < math.inf else 0.0
+        return (before - recent) / abs(before) if before else 0.0
+
+    @property
+    def met(self) -> bool:
+        return self.change < self.min_delta
+
+    def summary(self) -> dict:
+        return {
+            "met": self.met,
+            "change": None if math.isinf(self.change) else round(self.change, 6),
+            "rule": f"best validation loss of the last {self.patience} epochs less than {self.min_delta:.0%} "
+            f"below the best before them (at most {self.max_epochs} epochs)",
+        }
+
+
+def plateau_scheduler(optimizer: torch.optim.Optimizer, min_delta: float):
+    """Halve the learning rate after every epoch that does not lower the validation loss by
+    `min_delta` (relative): the schedule that goes with `Plateau`, which then stops the run."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=0.5, patience=0, threshold=min_delta, threshold_mode="rel"
+    )
 
 
 @torch.no_grad()

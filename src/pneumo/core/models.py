@@ -164,8 +164,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, {}
 
 
-def load_encoder_into(encoder: nn.Module, path: str | Path) -> None:
-    """Initialise `encoder` from an encoder checkpoint; every key must match."""
+def load_encoder_into(encoder: nn.Module, path: str | Path) -> dict:
+    """Initialise `encoder` from an encoder checkpoint (every key must match); its metadata."""
     state, meta = load_checkpoint(path)
     if meta.get("encoder", ENCODER) != ENCODER:
         raise ValueError(
@@ -176,3 +176,4 @@ def load_encoder_into(encoder: nn.Module, path: str | Path) -> None:
     if missing or unexpected:
         raise ValueError(f"{path}: encoder keys differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
     encoder.load_state_dict(state)
+    return meta

@@ -102,13 +102,20 @@ def start(
 ) -> Runtime:
     """Start the runtime of a training process: joins torchrun's process group when the
     stage was launched with nproc > 1 (call once per process, before building loaders).
-    `amp`, `channels_last` and pinned memory take effect on CUDA only: CPU runs stay fp32
-    and bit-reproducible (and many CPUs have no bf16 units; figures for this project's CPU
-    are in benchmarks/README.md)."""
+    `amp` (bf16 autocast) takes effect on CUDA and on CPUs with native bf16 units (AVX-512
+    BF16, AMX; 1.5-2x faster training here, benchmarks/README.md), where emulating it would be
+    slower than fp32: elsewhere the run stays fp32, and each training stage records which
+    precision it used. `channels_last` and pinned memory take effect on CUDA only."""
     local = local or LocalSettings()
     dev = dist.start(device_from(device))
     cuda = dev.type == "cuda"
-    return Runtime(dev, amp and cuda, channels_last and cuda, compile, local.loader_workers, local.pin_memory and cuda)
+    amp = amp and (cuda or native_cpu_bf16())
+    return Runtime(dev, amp, channels_last and cuda, compile, local.loader_workers, local.pin_memory and cuda)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (oneDNN's own check)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

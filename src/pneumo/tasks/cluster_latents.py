@@ -7,8 +7,14 @@ pose and body size and drown a finding that covers 1% of the film.
 
 Validation uses the images with exactly one label in the class list (`No Finding`
 included), so each has one true class; the same clustering of raw downsampled pixels is
-the baseline that shows whether the autoencoder helped. NMI and ARI come with paired
-bootstrap intervals (the same resampled images for both), and so does their difference.
+the baseline that shows whether the autoencoder helped. Agreement is measured against
+chance, not against 0: adjusted mutual information (AMI: mutual information minus its
+expectation under random cluster ids with the same cluster sizes, 0 at chance) with a
+permutation p-value (cluster ids shuffled against the labels), for both latents. AMI, NMI
+and ARI come with paired bootstrap intervals (the same resampled images for both latents,
+`pneumo.core.bootstrap`'s convention), and so does their difference; a winner is named on
+AMI only when that interval excludes 0. One call of this stage is one run: the report
+combines the runs.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy.special import gammaln  # noqa: E402
 from sklearn.cluster import KMeans, MiniBatchKMeans  # noqa: E402
 from sklearn.decomposition import PCA, IncrementalPCA  # noqa: E402
+from sklearn.metrics import adjusted_mutual_info_score  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from pneumo.core import data, loop, metrics, models, runtime
+from pneumo.core import bootstrap, data, loop, metrics, models, runtime
 from pneumo.core.inference import load_autoencoder
 from pneumo.formats.prepared import load_prepared
 
@@ -152,19 +160,110 @@ def to_memmap(batches, n: int, path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-RESAMPLE_CELLS = 2_000_000  # resamples x images scored per block in `compare`
+RESAMPLE_CELLS = 2_000_000  # resamples (or permutations) x images scored per block in `compare` and `chance`
+SCORES = ("ami", "nmi", "ari")
+EPS = np.finfo(np.float64).eps
+
+
+def _entropies(counts: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each row of non-negative counts, (B, K) -> (B,)."""
+    p = counts / np.maximum(counts.sum(1, keepdims=True), 1e-300)
+    return -(p * np.log(np.where(p > 0, p, 1))).sum(1)
+
+
+def contingency(clusters: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B, k, m) cluster x label tables, one per row of `weights` (B, N): how often each image
+    counts (bootstrap multiplicities; ones give the table of the data). `clusters` may be
+    (B, N) too: one labelling per row (shuffled ids)."""
+    _, c = np.unique(clusters, return_inverse=True)
+    _, lab = np.unique(labels, return_inverse=True)
+    c = c.reshape(np.shape(clusters))
+    k, m = c.max() + 1, lab.max() + 1
+    weights = np.broadcast_to(np.asarray(weights, float), np.broadcast_shapes(np.shape(weights), c.shape))
+    weights = np.atleast_2d(weights)
+    cells = (c * m + lab) + k * m * np.arange(len(weights))[:, None]
+    flat = np.bincount(cells.ravel(), weights=weights.ravel(), minlength=len(weights) * k * m)
+    return flat.reshape(len(weights), k, m)
+
+
+def expected_mutual_information(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """E[MI] (nats) of random cluster ids with these cluster sizes `rows` (B, k) and label
+    sizes `cols` (B, m) (integer counts), per row: the hypergeometric sum of Vinh, Epps and
+    Bailey (2010) that sklearn's `adjusted_mutual_info_score` computes, vectorised over rows,
+    with log-factorials from one table. Cell counts more than 12 SD from the cell's mean
+    (probability < 1e-30) are left out, so a large N costs a window, not the whole range."""
+    rows, cols = np.rint(rows).astype(np.int64), np.rint(cols).astype(np.int64)
+    n = rows.sum(1)[:, None]
+    log_factorial = gammaln(np.arange(n.max() + 1) + 1)  # log k! at index k
+    log_int = np.log(np.maximum(np.arange(n.max() + 1), 1))
+    emi = np.zeros(len(rows))
+    for a in rows.T[:, :, None]:
+        for b in cols.T[:, :, None]:
+            present = (a > 0) & (b > 0)
+            a1, b1 = np.where(present, a, 1), np.where(present, b, 1)
+            mean = a1 * b1 / n
+            sd = np.sqrt(a1 * b1 * (n - a1) * (n - b1) / (n * n * np.maximum(n - 1, 1)))
+            start = np.maximum(np.maximum(1, a1 + b1 - n), np.floor(mean - 12 * sd - 1).astype(np.int64))
+            stop = np.minimum(np.minimum(a1, b1), np.ceil(mean + 12 * sd + 1).astype(np.int64))
+            width = int(np.max(np.where(present, stop - start, -1))) + 1
+            if width <= 0:
+                continue
+            nij = start + np.arange(width)[None, :]
+            valid = present & (nij <= stop)
+            nij = np.where(valid, nij, start)  # any admissible count: masked below
+            log_p = (
+                log_factorial[a1]
+                + log_factorial[b1]
+                + log_factorial[n - a1]
+                + log_factorial[n - b1]
+                - log_factorial[n]
+                - log_factorial[nij]
+                - log_factorial[a1 - nij]
+                - log_factorial[b1 - nij]
+                - log_factorial[n - a1 - b1 + nij]
+            )
+            log_ratio = log_int[n] + log_int[nij] - log_int[a1] - log_int[b1]
+            emi += np.where(valid, nij / n * log_ratio * np.exp(log_p), 0.0).sum(1)
+    return emi
+
+
+def ami_from_tables(tables: np.ndarray) -> np.ndarray:
+    """Adjusted mutual information (arithmetic normalisation, sklearn's default) of each
+    (k, m) table of (B, k, m), with sklearn's conventions: 1 when both sides have one
+    non-empty class, 0 when one side has, and the same guards against 0 / 0."""
+    rows, cols = tables.sum(2), tables.sum(1)
+    joint = tables.reshape(len(tables), -1)
+    h_rows, h_cols = _entropies(rows), _entropies(cols)
+    mutual = h_rows + h_cols - _entropies(joint)
+    emi = expected_mutual_information(rows, cols)
+    numerator, denominator = mutual - emi, (h_rows + h_cols) / 2 - emi
+    numerator = np.where(numerator < 0, np.minimum(numerator, -EPS), np.maximum(numerator, EPS))
+    denominator = np.where(denominator < 0, np.minimum(denominator, -EPS), np.maximum(denominator, EPS))
+    ami = numerator / denominator
+    k, m = (rows > 0).sum(1), (cols > 0).sum(1)
+    return np.where((k == 1) & (m == 1), 1.0, np.where((k == 1) | (m == 1), 0.0, ami))
+
+
+def _resampled(clusters: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    return {"ami": ami_from_tables(contingency(clusters, labels, counts))} | metrics.clustering_scores_resampled(
+        clusters, labels, counts
+    )
+
+
+def _ami(clusters: np.ndarray, labels: np.ndarray) -> float:
+    """sklearn's AMI (arithmetic normalisation) of the data itself."""
+    return float(adjusted_mutual_info_score(labels, clusters))
 
 
 def compare(ours: np.ndarray, baseline: np.ndarray, truth: np.ndarray, resamples: int, seed: int) -> dict:
-    """NMI, ARI (and purity) of the autoencoder's clusters and of the raw-pixel baseline's,
-    each with a 95% bootstrap interval, and the paired interval of their difference; the
-    winner is named only when that interval excludes zero.
-
-    Resampling images with replacement duplicates some, and duplicates look like agreement:
-    bootstrap NMI/ARI sit above the sample's own value. The intervals are therefore the
-    percentile intervals shifted back by that bias (bootstrap mean minus the estimate)."""
+    """AMI, NMI, ARI (and purity) of the autoencoder's clusters and of the raw-pixel
+    baseline's, each with a 95% bootstrap interval, and the paired interval of their
+    difference (the same resampled images for both). The winner is named on AMI, only when
+    that interval excludes 0. Intervals follow `bootstrap.interval`: percentiles re-centred
+    on the estimate, because duplicated images look like agreement and raise every
+    resampled score above the sample's own."""
     runs = {"autoencoder": ours, "raw_pixels": baseline}
-    points = {name: metrics.clustering_scores(c, truth) for name, c in runs.items()}
+    points = {name: {"ami": _ami(c, truth), **metrics.clustering_scores(c, truth)} for name, c in runs.items()}
     # resamples drawn and scored a block at a time (the same draws as all at once): a
     # (resamples, N) table would be 1.8 GB for 112k films
     rng, block = np.random.default_rng(seed), max(1, RESAMPLE_CELLS // max(len(truth), 1))
@@ -172,25 +271,52 @@ def compare(ours: np.ndarray, baseline: np.ndarray, truth: np.ndarray, resamples
     for start in range(0, resamples, block):
         counts = rng.multinomial(len(truth), np.full(len(truth), 1 / len(truth)), min(block, resamples - start))
         for name, c in runs.items():
-            parts[name].append(metrics.clustering_scores_resampled(c, truth, counts))
-    samples = {name: {s: np.concatenate([p[s] for p in parts[name]]) for s in ("nmi", "ari")} for name in runs}
-
-    def interval(value: float, boot: np.ndarray) -> tuple[float, float]:
-        low, high = np.percentile(boot, [2.5, 97.5]) - (boot.mean() - value)
-        return float(low), float(high)
+            parts[name].append(_resampled(c, truth, counts))
+    samples = {name: {s: np.concatenate([p[s] for p in parts[name]]) for s in SCORES} for name in runs}
 
     out: dict = {}
     for name in runs:
         out[name] = dict(points[name])
-        for score in ("nmi", "ari"):
-            low, high = interval(points[name][score], samples[name][score])
+        for score in SCORES:
+            low, high = bootstrap.interval(points[name][score], samples[name][score])
             out[name] |= {f"{score}_low": low, f"{score}_high": high}
-    for score in ("nmi", "ari"):
+    for score in SCORES:
         value = points["autoencoder"][score] - points["raw_pixels"][score]
-        low, high = interval(value, samples["autoencoder"][score] - samples["raw_pixels"][score])
-        winner = "unresolved" if low <= 0 <= high else ("autoencoder" if value > 0 else "raw_pixels")
-        out[f"{score}_difference"] = {"value": value, "low": low, "high": high, "winner": winner}
+        diff = samples["autoencoder"][score] - samples["raw_pixels"][score]
+        low, high = bootstrap.interval(value, diff)
+        out[f"{score}_difference"] = {"value": value, "low": low, "high": high, "se": float(diff.std(ddof=1))}
+    d = out["ami_difference"]
+    d["winner"] = "unresolved" if d["low"] <= 0 <= d["high"] else ("autoencoder" if d["value"] > 0 else "raw_pixels")
     return out
+
+
+def chance(clusters: np.ndarray, truth: np.ndarray, permutations: int, seed: int) -> dict:
+    """Agreement against chance: the permutation p-value of the AMI, p = (1 + #{shuffled AMI >=
+    observed}) / (1 + permutations), with the cluster ids shuffled against the labels; and the
+    mean NMI and AMI of the shuffled ids (what chance alone scores: NMI is above 0 at chance,
+    AMI about 0). Shuffling keeps both marginals, so E[MI] and the entropies are fixed and
+    only the mutual information changes: the AMI ranks as the MI does. Shuffled a block at a
+    time (the same permutations as all at once), so memory stays flat in N."""
+    observed = contingency(clusters, truth, 1.0)
+    rows, cols = observed.sum(2), observed.sum(1)
+    h_rows, h_cols = _entropies(rows)[0], _entropies(cols)[0]
+    mean_h, emi = (h_rows + h_cols) / 2, expected_mutual_information(rows, cols)[0]
+
+    def mutual(tables: np.ndarray) -> np.ndarray:
+        return h_rows + h_cols - _entropies(tables.reshape(len(tables), -1))
+
+    rng, block = np.random.default_rng([seed, 1]), max(1, RESAMPLE_CELLS // max(len(truth), 1))
+    shuffled = [np.zeros(0)]
+    for start in range(0, permutations, block):
+        ids = rng.permuted(np.tile(clusters, (min(block, permutations - start), 1)), axis=1)
+        shuffled.append(mutual(contingency(ids, truth, 1.0)))
+    shuffled_mi, observed_mi = np.concatenate(shuffled), mutual(observed)[0]
+    at_least = shuffled_mi >= observed_mi - 1e-12  # a tie (float sums in another order) counts against
+    return {
+        "ami_p": float((1 + at_least.sum()) / (1 + permutations)),
+        "nmi_chance": float(np.mean(shuffled_mi / mean_h)) if permutations and mean_h > 0 else None,
+        "ami_chance": float(np.mean((shuffled_mi - emi) / max(mean_h - emi, EPS))) if permutations else None,
+    }
 
 
 def true_classes(rows: list[dict], classes: list[str]) -> np.ndarray:
@@ -214,11 +340,15 @@ def cluster_latents(
     raw_size: int,
     grid: int,
     resamples: int,
+    permutations: int,
     seed: int,
     in_memory_mb: float = 2048,
     batch_size: int = 64,
     device: str = "auto",
 ) -> dict:
+    """One run's pseudo-labels: cluster the latents (and, as the baseline, raw pixels) with
+    the run's `seed`, write the cluster ids and the validation against the true labels
+    (`compare` and `chance` for both latents), and the plots."""
     dev = runtime.device_from(device)
     images, _, rows = load_prepared(images_dir)
     k = k or len(classes)
@@ -264,8 +394,12 @@ def cluster_latents(
         f"cluster_{c}": {classes[j]: int(((clusters == c) & (truth == j)).sum()) for j in range(len(classes))}
         for c in range(k)
     }
-    report = {
-        **compare(clusters[single], raw_clusters[single], truth[single], resamples, seed),
+    report = compare(clusters[single], raw_clusters[single], truth[single], resamples, seed)
+    for name, ids in (("autoencoder", clusters), ("raw_pixels", raw_clusters)):
+        report[name] |= chance(ids[single], truth[single], permutations, seed)
+    report |= {
+        "resamples": resamples,
+        "permutations": permutations,
         "images": len(rows),
         "single_label_images": int(single.sum()),
         "k": k,

@@ -12,5 +12,11 @@ from pneumo.core import models
 def init_encoder(*, out_path: Path) -> None:
     """Write smp's random initialisation of the encoder (seeded by the caller)."""
     models.save_checkpoint(
-        out_path, models.build_encoder(1), kind="encoder", encoder=models.ENCODER, in_channels=1, source="none"
+        out_path,
+        models.build_encoder(1),
+        kind="encoder",
+        encoder=models.ENCODER,
+        in_channels=1,
+        source="none",
+        pretrained=False,  # train_unet freezes only pretrained encoders at first
     )

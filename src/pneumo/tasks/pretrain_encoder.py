@@ -1,11 +1,13 @@
-"""`pretrain_encoder@<initialisation>`: the U-Net's ResNet34 encoder pretrained on CXR-14
-with a pooling + linear head, fitted as the registry entry says (`core.initialisations`):
-`multilabel` = BCE over the class columns (the true labels), `cluster` = cross-entropy over
-a `cluster` column (the autoencoder's pseudo-labels). The encoder weights are what the
-U-Net gets; the head is saved apart, only for activation maps."""
+"""`pretrain_encoder@<initialisation>-<run>`: the U-Net's ResNet34 encoder pretrained on CXR-14
+with a pooling + linear head until its validation loss plateaus (`loop.Plateau`), fitted as
+the registry entry says (`core.initialisations`): `multilabel` = BCE over the class columns
+(the true labels), `cluster` = cross-entropy over a `cluster` column (the autoencoder's
+pseudo-labels). The encoder weights of the epoch with the lowest validation loss are what
+the U-Net gets; the head is saved apart, only for activation maps."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import re
 from pathlib import Path
@@ -41,7 +43,9 @@ def pretrain_encoder(
     checkpoint_path: Path,
     classes: list[str],
     targets_csv: Path,
-    epochs: int,
+    max_epochs: int,
+    patience: int,
+    min_delta: float,
     batch_size: int,
     lr: float,
     seed: int,
@@ -54,7 +58,8 @@ def pretrain_encoder(
         raise ValueError(
             f"initialisation {target!r} is not produced by pretrain_encoder (its registry entry has no pretraining)"
         )
-    meta = {"kind": "encoder", "encoder": models.ENCODER, "in_channels": 1, "source": target, "params": params or {}}
+    meta = {"kind": "encoder", "encoder": models.ENCODER, "in_channels": 1, "source": target, "pretrained": True}
+    meta["params"] = params or {}
     fingerprint = {
         **(params or {}),
         "seed": seed,
@@ -69,7 +74,8 @@ def pretrain_encoder(
     step = rt.wrap(model)
     criterion = nn.BCEWithLogitsLoss() if kind == "multilabel" else nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    scheduler = loop.plateau_scheduler(optimizer, min_delta)
+    plateau = loop.Plateau(patience, min_delta, max_epochs)
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     train_set = data.Arrays(images, targets, train_idx)
     order = data.shuffled(train_set, seed)
@@ -92,10 +98,13 @@ def pretrain_encoder(
         augment=generator,
     )
     start, summary = checkpoint.restore()
+    plateau.history = summary.pop("history", [])
+    best = summary.pop("best", {"epoch": -1, "val_loss": float("inf")})
+    best_state = summary.pop("best_state", copy.deepcopy(model.state_dict()))
+    stopped = summary.pop("stopped", False)
     with loop.live(live_dir, start) as live:
-        for epoch in range(start, epochs):
+        for epoch in range(start, 0 if stopped else max_epochs):  # stopped: killed after converging
             summary["train_loss"] = loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
-            scheduler.step()
             live.log_metric("train/loss", summary["train_loss"])
             if len(val_idx):
                 logits = loop.run_model(model, val_data, rt, desc="validation")
@@ -116,11 +125,23 @@ def pretrain_encoder(
                     summary["val_accuracy"] = float((logits.argmax(1) == truth).float().mean())
                     live.log_metric("val/accuracy", summary["val_accuracy"])
             live.next_step()
-            checkpoint.save(epoch, **summary)
+            val_loss = summary.get("val_loss", summary["train_loss"])  # no validation split: the training loss
+            if val_loss < best["val_loss"] or best["epoch"] < 0:
+                best, best_state = {"epoch": epoch, "val_loss": val_loss}, copy.deepcopy(model.state_dict())
+            scheduler.step(val_loss)
+            stopped = plateau.update(val_loss)
+            checkpoint.save(
+                epoch, **summary, history=plateau.history, best=best, best_state=best_state, stopped=stopped
+            )
+            if stopped:
+                break
+        live.summary["selected"] = best
+        live.summary["plateau"] = {**plateau.summary(), "epochs": len(plateau.history), "best_epoch": best["epoch"]}
     checkpoint.finish()
     if not dist.is_main():
         return summary
-    models.save_checkpoint(out_path, model.encoder, **meta)
+    model.load_state_dict(best_state)
+    models.save_checkpoint(out_path, model.encoder, **meta, selected_epoch=best["epoch"])
     # the head is kept apart (Grad-CAM of the pretraining target); the U-Net loads only the encoder
     models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=True)
     return summary

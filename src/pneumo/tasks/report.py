@@ -1,13 +1,18 @@
 """`report`: the study's ablation table with its uncertainty, from the per-image CSVs of
-every U-Net run (evaluate) and of the content-free baselines (no image input).
+every U-Net run (evaluate), the content-free baselines (no image input), the U-Nets'
+training summaries and the pseudo-label validation of every run (cluster_latents).
 
-Every number carries a 95% interval from one stratified, paired percentile bootstrap over
-the test images. Positives are resampled among the positives and negatives among the
-negatives, so each resample keeps the test split's positive count (Dice on positives and
-AUC exist in every one). The same resamples serve every variant, seed and baseline, so the
-interval of a difference reflects how the models disagree on the same images, not which
-images happened to be drawn. A resample is a row of counts W (how often each image is
-drawn); every metric is a weighted statistic of W, so all resamples are one matrix product.
+Every metric is a weighted statistic of image counts, so one matrix of stratified image
+resamples (`bootstrap.stratified_counts`: positives among positives, negatives among
+negatives) scores every variant, run and baseline at once; the same resamples serve all
+of them, so differences are paired on images. Runs pair by index (run r of every variant
+shares the U-Net seed r). Intervals are `bootstrap.seed_aware`: they cover training noise
+(the spread of the runs) and test-set sampling; with one run they cover only the latter,
+and the report calls nothing.
+
+One endpoint is primary (`report.primary`, `dice_positive` by default): each variant is
+called against `none` on it only, with Holm's correction over the variants. Every other
+metric is secondary: its intervals are shown, nothing is called on it.
 """
 
 from __future__ import annotations
@@ -18,13 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.formats import per_image
+from pneumo.core import bootstrap
+from pneumo.formats import dicom, per_image
 
 log = logging.getLogger(__name__)
 
 METRICS = ("siim_dice", "dice_positive", "dice_pooled", "iou", "auc")
 STUDY = {"none": 75.3, "labels": 80.0, "pseudo_labels": 76.8}  # the study's Dice (x100), for reference
-POWER_FACTOR = 2.8  # z(0.975) + z(0.80): a true difference of 2.8 SD is resolved with 80% power
+REFERENCE = "none"  # every variant is called against the random initialisation
+CLUSTERING_METHODS = {  # bootstrap.from_runs: each run's own bootstrap SE, combined over the runs
+    bootstrap.IMAGES_ONLY: "one run: its own image bootstrap only",
+    bootstrap.T_RUNS_IMAGES: "t-based combination of the run spread and the runs' image-bootstrap SEs",
+}
 
 Table = per_image.Table
 
@@ -43,22 +53,6 @@ def check_same_images(tables: dict[Path, Table]) -> None:
             raise ValueError(f"{path}: image order differs from {ref_path} (row {i + 1}: {ids[i]} vs {ref_ids[i]})")
         if not np.array_equal(table["has_pneumothorax"], ref["has_pneumothorax"]):
             raise ValueError(f"{path}: has_pneumothorax differs from {ref_path}")
-
-
-def stratified_counts(positive: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, n) int counts of a stratified bootstrap: row b says how often each image is
-    drawn when the positives are drawn with replacement among the positives and the negatives
-    among the negatives, so every row keeps the number of positives."""
-    positive = np.asarray(positive, bool)
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((resamples, len(positive)), dtype=np.int64)
-    for stratum in (np.flatnonzero(positive), np.flatnonzero(~positive)):
-        k = len(stratum)
-        if k:
-            # draw k indices per row, offset by row, and count them all in one bincount
-            draws = rng.integers(0, k, size=(resamples, k)) + k * np.arange(resamples)[:, None]
-            counts[:, stratum] = np.bincount(draws.ravel(), minlength=resamples * k).reshape(resamples, k)
-    return counts
 
 
 def weighted_auc(
@@ -93,96 +87,202 @@ def metric_samples(table: Table, counts: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def interval(samples: np.ndarray) -> tuple[float, float]:
-    """95% percentile interval of bootstrap samples."""
-    low, high = np.percentile(samples, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def _number(x: float) -> float | None:
+def _number(x: float | None, digits: int = 6) -> float | None:
     """JSON-safe float: NaN (a metric undefined on this split) becomes null."""
-    return round(float(x), 6) if np.isfinite(x) else None
+    return round(float(x), digits) if x is not None and np.isfinite(x) else None
 
 
-def _estimate(points: np.ndarray, samples: np.ndarray) -> dict:
-    low, high = interval(samples.mean(0))
-    return {"value": _number(points.mean()), "low": _number(low), "high": _number(high)}
+def _interval(e: bootstrap.Estimate, key: str = "value", bound: float = 1.0) -> dict:
+    """Point and interval, the interval clipped to where the quantity can lie: every metric is
+    in [0, 1], a difference of two in [-1, 1] (with few runs a t-interval can reach beyond)."""
+    low = -bound if key == "diff" else 0.0
+    return {key: _number(e.value), "low": _number(max(e.low, low)), "high": _number(min(e.high, bound))}
 
 
-def _difference(model: dict, ref: dict, metric: str) -> tuple[dict, float]:
-    """A model minus a reference on one metric: point, paired interval, whether it is resolved,
-    and the per-seed sign agreement; plus the bootstrap SD of the difference."""
-    points, ref_points = model["points"][metric], ref["points"][metric]
-    diff = points.mean() - ref_points.mean()
-    samples = model["samples"][metric].mean(0) - ref["samples"][metric].mean(0)
-    low, high = interval(samples)
-    # seeds pair by position (both lists come from train_unet.seeds); a baseline has one run
-    per_seed = points - (ref_points if len(ref_points) == len(points) else ref_points.mean())
-    agree = int((np.sign(per_seed) == np.sign(diff)).sum())
-    entry = {
-        "diff": _number(diff),
-        "low": _number(low),
-        "high": _number(high),
-        "resolved": bool(low > 0 or high < 0),
-        "same_sign_seeds": f"{agree}/{len(points)}",
+def training_row(summary: dict | None) -> dict:
+    """One U-Net run's training facts from its dvclive summary (train_unet's metrics.json):
+    the selected epoch and its validation loss, the plateau rule's verdict, the precision.
+    Keys the summary lacks are None (shown as not recorded)."""
+    summary = summary or {}
+    selected, plateau = summary.get("selected") or {}, summary.get("plateau") or {}
+    return {
+        "selected_epoch": selected.get("epoch"),
+        "val_loss": _number(selected.get("val_loss")),
+        "epochs": plateau.get("epochs"),
+        "best_epoch": plateau.get("best_epoch"),
+        "plateau_met": plateau.get("met"),
+        "change": _number(plateau.get("change")),
+        "precision": summary.get("precision"),
     }
-    return entry, float(samples.std(ddof=1))
 
 
-def ablation(*, runs: dict[str, list[Table]], baselines: dict[str, Table], resamples: int, seed: int) -> dict:
-    """The report as a JSON-ready dict: every variant (seed-mean) and baseline with intervals,
-    each variant's difference from `none` and from the best content-free baseline per metric,
-    and the smallest difference this test split can detect. Tables must share their images."""
-    first = next(iter(baselines.values())) if baselines else runs[next(iter(runs))][0]
+def _clustering(per_run: list[dict], run_ids: list[int]) -> dict:
+    """The pseudo-label validation over the runs: per run AMI (and NMI) of both latents with
+    the permutation p, the run's own image-level verdict; and the seed-aware difference of
+    the AMI (autoencoder minus raw pixels) over the runs, whose winner is named only when
+    its interval excludes 0 with two runs or more."""
+    rows = []
+    for r, c in zip(run_ids, per_run, strict=True):
+        row = {"run": r}
+        for name in ("autoencoder", "raw_pixels"):
+            row |= {f"{s}_{name}": _number(c[name].get(s)) for s in ("ami", "ami_p", "nmi", "nmi_chance")}
+            row |= {f"ami_low_{name}": _number(c[name]["ami_low"]), f"ami_high_{name}": _number(c[name]["ami_high"])}
+        row["winner"] = c["ami_difference"]["winner"]
+        rows.append(row)
+    diff = bootstrap.from_runs(
+        [c["ami_difference"]["value"] for c in per_run], [c["ami_difference"]["se"] for c in per_run]
+    )
+    winner = ("autoencoder" if diff.value > 0 else "raw_pixels") if diff.resolved else "unresolved"
+    if diff.method == bootstrap.IMAGES_ONLY:
+        winner = "not called: one run"
+    return {
+        "runs": len(per_run),
+        "ami_autoencoder": _number(np.mean([c["autoencoder"]["ami"] for c in per_run])),
+        "ami_raw_pixels": _number(np.mean([c["raw_pixels"]["ami"] for c in per_run])),
+        "ami_difference": {
+            **_interval(diff, "diff", bound=2.0),  # AMI lies in [-1, 1]
+            "method": diff.method,
+            "winner": winner,
+        },
+        "per_run": rows,
+    }
+
+
+def ablation(
+    *,
+    runs: dict[str, list[Table]],
+    baselines: dict[str, Table],
+    primary: str,
+    resamples: int,
+    seed: int,
+    run_ids: list[int] | None = None,
+    training: dict[str, list[dict | None]] | None = None,
+    clustering: list[dict] | None = None,
+) -> dict:
+    """The report as a JSON-ready dict: every variant (run mean) and baseline with seed-aware
+    intervals; each variant's difference from `none` on every metric, the Holm decision on
+    the primary endpoint; the difference from the best content-free baseline; the smallest
+    detectable difference; the per-run table with the training facts; the pseudo-labels.
+    Tables must share their images; every variant must have one table per run, in run order."""
+    if primary not in METRICS:
+        raise ValueError(f"report.primary={primary!r} is not a metric; valid: {', '.join(METRICS)}")
+    counts_per_variant = {v: len(tables) for v, tables in runs.items()}
+    if not runs or len(set(counts_per_variant.values())) != 1 or 0 in counts_per_variant.values():
+        raise ValueError(f"every variant needs the same runs (they pair by index): {counts_per_variant}")
+    n_runs = next(iter(counts_per_variant.values()))
+    run_ids = list(range(n_runs)) if run_ids is None else list(run_ids)
+    if len(run_ids) != n_runs:
+        raise ValueError(f"{len(run_ids)} run ids for {n_runs} runs per variant")
+    first = runs[next(iter(runs))][0]
     positive = first["has_pneumothorax"]
-    counts = stratified_counts(positive, resamples, seed)
+    counts = bootstrap.stratified_counts(positive, resamples, seed)
+    draws = bootstrap.run_counts(n_runs, resamples, seed) if n_runs >= bootstrap.MIN_BOOTSTRAP_RUNS else None
     ones = np.ones((1, len(positive)))
 
-    def model(tables: list[Table]) -> dict:
+    def scored(tables: list[Table]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """metric -> (per-run values (R,), per-run values on every image resample (R, B))."""
         point = [metric_samples(t, ones) for t in tables]
         boot = [metric_samples(t, counts) for t in tables]
-        return {
-            "points": {m: np.array([p[m][0] for p in point]) for m in METRICS},
-            "samples": {m: np.stack([b[m] for b in boot]) for m in METRICS},
-        }
+        return {m: (np.array([p[m][0] for p in point]), np.stack([b[m] for b in boot])) for m in METRICS}
 
-    variants = {v: model(tables) for v, tables in runs.items()}
-    bases = {b: model([t]) for b, t in baselines.items()}
+    variants = {v: scored(tables) for v, tables in runs.items()}
+    bases = {b: scored([t]) for b, t in baselines.items()}
+    estimate = {v: {m: bootstrap.seed_aware(*x[m], draws) for m in METRICS} for v, x in variants.items()}
+    method = next(iter(estimate.values()))[primary].method
+    synthetic = all(str(i).startswith(dicom.SYNTHETIC_UID_ROOT) for i in first["image_id"])
     summary: dict = {
+        "holds_on": "these phantoms (synthetic data)" if synthetic else "this test split",
         "test_images": len(positive),
         "test_positive": int(positive.sum()),
         "resamples": resamples,
+        "runs": n_runs,
+        "run_ids": run_ids,
+        "primary": primary,
+        "method": method,
+        "method_text": bootstrap.METHODS[method],
         "variants": {
-            v: {**{m: _estimate(x["points"][m], x["samples"][m]) for m in METRICS}, "seeds": len(runs[v])}
-            for v, x in variants.items()
+            v: {"runs": n_runs, "method": method, **{m: _interval(e[m]) for m in METRICS}} for v, e in estimate.items()
         },
-        "baselines": {b: {m: _estimate(x["points"][m], x["samples"][m]) for m in METRICS} for b, x in bases.items()},
+        "baselines": {b: {m: _interval(bootstrap.seed_aware(*x[m])) for m in METRICS} for b, x in bases.items()},
         "vs_none": {},
         "vs_baseline": {},
     }
-    sd_none: dict[str, list[float]] = {m: [] for m in METRICS}
-    sd_base: dict[str, list[float]] = {m: [] for m in METRICS}
-    if "none" in variants:
-        for v, x in variants.items():
-            if v != "none":
-                summary["vs_none"][v] = {}
-                for m in METRICS:
-                    summary["vs_none"][v][m], sd = _difference(x, variants["none"], m)
-                    sd_none[m].append(sd)
-    if bases:
-        # the best content-free baseline per metric: the higher point estimate (first on ties)
-        best = {m: max(bases, key=lambda b, m=m: np.nan_to_num(bases[b]["points"][m][0], nan=-np.inf)) for m in METRICS}
-        for v, x in variants.items():
-            summary["vs_baseline"][v] = {}
-            for m in METRICS:
-                entry, sd = _difference(x, bases[best[m]], m)
-                summary["vs_baseline"][v][m] = {"baseline": best[m], **entry}
-                sd_base[m].append(sd)
-    versus, sds = ("none", sd_none) if summary["vs_none"] else ("baseline", sd_base)
-    summary["smallest_detectable_difference"] = {
-        "versus": versus,
-        **{m: _number(POWER_FACTOR * np.median(sds[m])) if sds[m] else None for m in METRICS},
+
+    # each variant against `none`, paired by run and image; Holm over the variants on the primary
+    others = [v for v in variants if v != REFERENCE] if REFERENCE in variants else []
+    differences = {
+        v: {
+            m: bootstrap.seed_aware(
+                variants[v][m][0] - variants[REFERENCE][m][0], variants[v][m][1] - variants[REFERENCE][m][1], draws
+            )
+            for m in METRICS
+        }
+        for v in others
     }
+    p_values = [differences[v][primary].p for v in others]
+    callable_ = bool(others) and n_runs > 1
+    adjusted, rejected = bootstrap.holm(p_values) if callable_ else ([None] * len(others), [False] * len(others))
+    for v, p, adj, rejects in zip(others, p_values, adjusted, rejected, strict=True):
+        d = differences[v][primary]
+        per_run = variants[v][primary][0] - variants[REFERENCE][primary][0]
+        called = bool(rejects) and d.resolved  # Holm rejects and the interval excludes 0
+        verdict = "not called: one run" if not callable_ else "not resolved"
+        if called:
+            verdict = f"{'better' if d.value > 0 else 'worse'} than {REFERENCE}"
+        summary["vs_none"][v] = {
+            "runs": n_runs,
+            "method": d.method,
+            "primary": primary,
+            "holm": {
+                "p": _number(p),
+                "adjusted_p": _number(adj),
+                "called": called,
+                "verdict": verdict,
+                "family": len(others),
+            },
+            "same_sign_runs": f"{int((np.sign(per_run) == np.sign(d.value)).sum())}/{n_runs}",
+            **{m: {**_interval(differences[v][m], "diff"), "se": _number(differences[v][m].se)} for m in METRICS},
+        }
+
+    # against the best content-free baseline per metric (the higher point estimate, first on ties)
+    if bases:
+        best = {m: max(bases, key=lambda b, m=m: np.nan_to_num(bases[b][m][0][0], nan=-np.inf)) for m in METRICS}
+        for v, x in variants.items():
+            row = {}
+            for m in METRICS:
+                base_points, base_samples = bases[best[m]][m]
+                e = bootstrap.seed_aware(x[m][0] - base_points[0], x[m][1] - base_samples[0], draws)
+                row[m] = {"baseline": best[m], **_interval(e, "diff")}
+                if m == primary:
+                    row[m]["resolved"] = e.resolved
+            summary["vs_baseline"][v] = row
+
+    detectable = {m: [differences[v][m].smallest_detectable for v in others] for m in METRICS}
+    summary["smallest_detectable_difference"] = {
+        "versus": REFERENCE,
+        "runs": n_runs,
+        "includes_run_variance": n_runs > 1,
+        **{m: _number(np.median(detectable[m])) if detectable[m] else None for m in METRICS},
+    }
+
+    training = training or {}
+    summary["per_run"] = {
+        v: [
+            {
+                "run": r,
+                **{m: _number(variants[v][m][0][i]) for m in (primary, "siim_dice", "auc")},
+                **training_row((training.get(v) or [None] * n_runs)[i]),
+            }
+            for i, r in enumerate(run_ids)
+        ]
+        for v in variants
+    }
+    for key, state in (("still_improving", False), ("plateau_not_recorded", None)):
+        summary[key] = [
+            f"{v}-{row['run']}" for v, rows in summary["per_run"].items() for row in rows if row["plateau_met"] is state
+        ]
+    if clustering:
+        summary["clustering"] = _clustering(clustering, run_ids)
     return summary
 
 
@@ -192,94 +292,227 @@ def _fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.3f}" if signed else f"{x:.3f}"
 
 
-def _diff_cell(d: dict, seeds: int) -> str:
-    cell = f"{_fmt(d['diff'], True)} [{_fmt(d['low'], True)}, {_fmt(d['high'], True)}]"
-    if d["resolved"]:
-        cell = f"**{cell} ✓**"
-    return f"{cell} ({d['same_sign_seeds']})" if seeds > 1 else cell
+def _cell(d: dict, key: str = "value", signed: bool = False) -> str:
+    return f"{_fmt(d[key], signed)} [{_fmt(d['low'], signed)}, {_fmt(d['high'], signed)}]"
+
+
+def _p(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if x >= 0.001 else "<0.001"
+
+
+def _plateau(row: dict) -> str:
+    if row["plateau_met"] is None:
+        return "⚠ not recorded"
+    return "met" if row["plateau_met"] else "⚠ still improving"
 
 
 def markdown(summary: dict) -> str:
-    """The ablation report as Markdown: main table with intervals, the two difference tables
-    (resolved differences marked), the smallest detectable difference, metric definitions."""
-    variants, baselines = summary["variants"], summary["baselines"]
-    seeds = sorted({row["seeds"] for row in variants.values()})
-    max_seeds = max(seeds, default=1)
-    seeds_text = "/".join(str(s) for s in seeds) or "0"
+    """The ablation report as Markdown: the scope, the main table, the verdicts on the primary
+    endpoint (Holm), the secondary differences (intervals only), the baselines, the per-run
+    table with the training facts, the pseudo-labels, the method and the metric definitions."""
+    variants, baselines, primary = summary["variants"], summary["baselines"], summary["primary"]
+    n_runs, method = summary["runs"], summary["method"]
+    runs_text = ", ".join(str(r) for r in summary["run_ids"])
+    header = [f"{m} (primary)" if m == primary else m for m in METRICS]
     lines = [
         "# Ablation: encoder initialisation (test split)",
         "",
-        f"{summary['test_images']} test images ({summary['test_positive']} with pneumothorax), {seeds_text} seed(s) "
-        f"per variant, {summary['resamples']} bootstrap resamples. Intervals are 95% percentile intervals of a "
-        "stratified, paired bootstrap over the test images: positives resampled among positives, negatives among "
-        "negatives, the same resamples for every variant, seed and baseline; a variant's value is its mean over "
-        "seeds (so the intervals show test-set sampling, the seed agreement shows seed variation).",
+        f"**Every verdict below holds on {summary['holds_on']}**, not beyond it. "
+        f"{summary['test_images']} test images ({summary['test_positive']} with pneumothorax); "
+        f"{n_runs} run(s) per variant (runs {runs_text}: run r is the whole training chain seeded r); "
+        f"{summary['resamples']} bootstrap resamples. Primary endpoint: `{primary}`.",
         "",
-        "| model | seeds | " + " | ".join(METRICS) + " | study Dice |",
+    ]
+    if n_runs == 1:
+        lines += [
+            "**One run per variant: this report calls no difference between initialisations.** The intervals "
+            "below cover only which test images were drawn; how much another training run of the same chain "
+            "would differ is unmeasured, so no interval here can separate an initialisation's effect from the "
+            "luck of one run. Verdicts need at least 2 runs (`runs` in params.yaml).",
+            "",
+        ]
+    lines += [
+        f"Intervals: {bootstrap.METHODS[method]}. Variants' values are means over runs.",
+        "",
+        "| model | runs | " + " | ".join(header) + " | study Dice |",
         "|---" * (len(METRICS) + 3) + "|",
     ]
     for name, row in variants.items():
         study = f"{STUDY[name]:.1f}" if name in STUDY else ""
-        cells = [f"{_fmt(row[m]['value'])} [{_fmt(row[m]['low'])}, {_fmt(row[m]['high'])}]" for m in METRICS]
-        lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + f" | {study} |")
+        lines.append(f"| {name} | {row['runs']} | " + " | ".join(_cell(row[m]) for m in METRICS) + f" | {study} |")
     for name, row in baselines.items():
-        cells = [f"{_fmt(row[m]['value'])} [{_fmt(row[m]['low'])}, {_fmt(row[m]['high'])}]" for m in METRICS]
-        lines.append(f"| {name} (baseline) | – | " + " | ".join(cells) + " |  |")
-    for title, table in (
-        ("Difference from `none`", summary["vs_none"]),
-        ("Difference from the best content-free baseline", summary["vs_baseline"]),
-    ):
-        if not table:
-            continue
-        first = next(iter(table.values()))
-        header = [f"{m} (vs {first[m]['baseline']})" if "baseline" in first[m] else m for m in METRICS]
-        lines += ["", f"## {title}", "", "| variant | " + " | ".join(header) + " |", "|---" * (len(METRICS) + 1) + "|"]
-        for name, row in table.items():
-            cells = [_diff_cell(row[m], variants[name]["seeds"]) for m in METRICS]
+        lines.append(f"| {name} (baseline) | – | " + " | ".join(_cell(row[m]) for m in METRICS) + " |  |")
+
+    vs_none = summary["vs_none"]
+    if vs_none:
+        family = len(vs_none)
+        lines += [
+            "",
+            f"## Verdicts: difference from `none` on `{primary}` (primary)",
+            "",
+            f"Each variant minus `none`, paired by run and image. Called only when Holm's correction over the "
+            f"{family} variant(s) keeps the family-wise error at 5% and the 95% interval excludes 0.",
+            "",
+            "| variant | runs | difference [95% interval] | same sign in | p | Holm-adjusted p | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, row in vs_none.items():
+            holm = row["holm"]
+            verdict = f"**{holm['verdict']}**" if holm["called"] else holm["verdict"]
+            lines.append(
+                f"| {name} | {row['runs']} | {_cell(row[primary], 'diff', True)} | {row['same_sign_runs']} runs | "
+                f"{_p(holm['p'])} | {_p(holm['adjusted_p'])} | {verdict} |"
+            )
+        secondary = [m for m in METRICS if m != primary]
+        lines += [
+            "",
+            "## Secondary endpoints: difference from `none` (intervals shown, nothing called)",
+            "",
+            "| variant | " + " | ".join(secondary) + " |",
+            "|---" * (len(secondary) + 1) + "|",
+        ]
+        for name, row in vs_none.items():
+            lines.append(f"| {name} | " + " | ".join(_cell(row[m], "diff", True) for m in secondary) + " |")
+
+    if summary["vs_baseline"]:
+        first = next(iter(summary["vs_baseline"].values()))
+        lines += [
+            "",
+            "## Against the best content-free baseline",
+            "",
+            f"Does each variant learn the finding? ✓ on `{primary}`: the seed-aware interval excludes 0 "
+            "(with two runs or more). Other columns: intervals only.",
+            "",
+            "| variant | " + " | ".join(f"{m} (vs {first[m]['baseline']})" for m in METRICS) + " |",
+            "|---" * (len(METRICS) + 1) + "|",
+        ]
+        for name, row in summary["vs_baseline"].items():
+            cells = [_cell(row[m], "diff", True) + (" ✓" if row[m].get("resolved") else "") for m in METRICS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if summary["vs_none"] or summary["vs_baseline"]:
-        mark = (
-            "Bold with ✓: the 95% interval of the difference excludes 0, so the difference is called; an unmarked "
-            "difference is within what resampling the test images produces."
-        )
-        if max_seeds > 1:
-            mark += " (k/S): in k of the S seeds the seed's own difference has the sign of the seed-mean difference."
-        lines += ["", mark]
+
     sdd = summary["smallest_detectable_difference"]
-    versus = "`none`" if sdd["versus"] == "none" else "the best baseline"
+    if vs_none:
+        bound = (
+            "" if sdd["includes_run_variance"] else " (test images only: a lower bound, one run has no run variance)"
+        )
+        lines += [
+            "",
+            f"Smallest detectable difference from `none`{bound}, 80% power at two-sided 5% before Holm, with "
+            f"{n_runs} run(s) and this test split (median over the variants): "
+            + ", ".join(f"{m} {_fmt(sdd[m])}" for m in METRICS)
+            + ". Smaller true differences will mostly go unresolved.",
+        ]
+
     lines += [
         "",
-        f"Smallest detectable difference (80% power at two-sided 5%: {POWER_FACTOR} × the bootstrap SD of the paired "
-        f"difference, median over the variants vs {versus}): "
-        + ", ".join(f"{m} {_fmt(sdd[m])}" for m in METRICS)
-        + ". Smaller true differences will mostly go unresolved on this test split.",
+        "## Runs",
+        "",
+        "Each run's test scores and how its U-Net training ended: the selected epoch (lowest validation loss), "
+        "the epochs run, and the plateau rule (met: the validation loss had stopped improving; `change` is the "
+        "relative improvement of the best validation loss over the last epochs).",
+        "",
+        f"| variant | run | {primary} | siim_dice | auc | selected epoch | epochs run | plateau | change | precision |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in summary["per_run"].items():
+        for row in rows:
+            epoch = "n/a" if row["selected_epoch"] is None else row["selected_epoch"]
+            epochs = "n/a" if row["epochs"] is None else row["epochs"]
+            change = "n/a" if row["change"] is None else f"{row['change']:.1%}"
+            lines.append(
+                f"| {name} | {row['run']} | {_fmt(row[primary])} | {_fmt(row['siim_dice'])} | {_fmt(row['auc'])} | "
+                f"{epoch} | {epochs} | {_plateau(row)} | {change} | {row['precision'] or 'n/a'} |"
+            )
+    flagged, unknown = summary["still_improving"], summary["plateau_not_recorded"]
+    lines.append("")
+    if flagged:
+        lines.append(
+            f"⚠ Runs that ended while their validation loss was still improving: {', '.join(flagged)}. Their "
+            "scores are where training stopped, not where it would end."
+        )
+    if unknown:
+        lines.append(f"⚠ Runs whose training summary does not record the plateau rule: {', '.join(unknown)}.")
+    if not flagged and not unknown:
+        lines.append("Every run met the plateau rule.")
+
+    clustering = summary.get("clustering")
+    if clustering:
+        d = clustering["ami_difference"]
+        lines += [
+            "",
+            "## Pseudo-labels against chance",
+            "",
+            "Agreement of the k-means clusters with the true CXR-14 labels (single-label images): adjusted mutual "
+            "information (AMI, 0 at chance) with its 95% interval and the permutation p-value (cluster ids "
+            "shuffled against the labels); NMI beside the NMI that shuffled ids score.",
+            "",
+            "| run | AMI autoencoder | p | AMI raw pixels | p | NMI autoencoder (chance) | NMI raw pixels (chance) "
+            "| winner in this run |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in clustering["per_run"]:
+            cells = []
+            for name in ("autoencoder", "raw_pixels"):
+                ami = {"value": row[f"ami_{name}"], "low": row[f"ami_low_{name}"], "high": row[f"ami_high_{name}"]}
+                cells += [_cell(ami), _p(row[f"ami_p_{name}"])]
+            chance = [
+                f"{_fmt(row[f'nmi_{n}'])} ({_fmt(row[f'nmi_chance_{n}'])})" for n in ("autoencoder", "raw_pixels")
+            ]
+            lines.append(f"| {row['run']} | " + " | ".join(cells + chance) + f" | {row['winner']} |")
+        lines += [
+            "",
+            f"AMI difference, autoencoder minus raw pixels, over {clustering['runs']} run(s): "
+            f"{_cell(d, 'diff', True)} ({CLUSTERING_METHODS[d['method']]}): **{d['winner']}**.",
+        ]
+
+    lines += [
+        "",
+        "## Method",
+        "",
+        f"Test images are resampled stratified (positives among positives, negatives among negatives), the same "
+        f"resamples for every variant, run and baseline. Runs pair by index across variants: run r of every "
+        f"variant shares the U-Net seed r (decoder initialisation, sample order, augmentation), so that part of "
+        f"the training noise cancels in a difference, and the run variance is estimated from the per-run "
+        f"differences themselves. An interval's half-width combines the run variance (t with R-1 degrees of "
+        f"freedom) and the image-bootstrap variance of the run mean (Banerjee's conservative rule: at least 95% "
+        f"coverage whatever their ratio); from {bootstrap.MIN_BOOTSTRAP_RUNS} runs on a two-level bootstrap "
+        f"(runs, then images) gives its shape, below that the image bootstrap does. With one run there is no "
+        f"run variance: intervals show test-set sampling only and nothing is called. p-values are the smallest "
+        f"level at which the same rule excludes 0; Holm's step-down correction runs over the variants on the "
+        f"primary endpoint only.",
         "",
         "Metrics: `siim_dice` is SIIM-ACR's metric, the mean over images of Dice where an empty prediction on an "
-        "empty image scores 1; `dice_positive` is the mean Dice over images with a pneumothorax; `dice_pooled` is "
-        "Dice over all pixels of all images pooled; `iou` is the mean per-image IoU (1 when both are empty); `auc` "
-        "is the image-level ROC AUC of the maximum pixel probability (ties count 1/2). Content-free baselines see "
-        "no image: `all_empty` predicts nothing anywhere; `location_prior` predicts the mean training mask, its "
-        "thresholds tuned on validation.",
+        "empty image scores 1 (so predicting nothing scores the share of empty images); `dice_positive` is the mean "
+        "Dice over images with a pneumothorax (no content-free shortcut: the segmentation quality); `dice_pooled` "
+        "is Dice over all pixels of all images pooled; `iou` is the mean per-image IoU (1 when both are empty); "
+        "`auc` is the image-level ROC AUC of the maximum pixel probability (ties count 1/2). Content-free "
+        "baselines see no image: `all_empty` predicts nothing anywhere; `location_prior` predicts the mean "
+        "training mask, its thresholds tuned on validation. A baseline has no training noise: its interval is "
+        "over the test images only.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def headline(summary: dict, clustering: dict | None = None) -> dict:
+def headline(summary: dict) -> dict:
     """The study's numbers as the one small metrics file `dvc exp show` and `dvc metrics diff`
-    list: per variant and content-free baseline its SIIM Dice (seed mean) and `ci`, the
-    half-width of its 95% interval (percentile intervals are nearly symmetric here; the exact
-    bounds are in the ablation JSON), plus the pseudo-labels' NMI for the autoencoder latent
-    and for raw pixels. Two numbers per variant is what fits a 200-column `exp show`; Dice on
-    positives, AUC and every difference with its interval are in the ablation report."""
+    list: per variant and content-free baseline the primary endpoint (run mean), keyed by its
+    name, and `ci`, the half-width of its seed-aware 95% interval (the exact bounds are in
+    the ablation JSON), plus the pseudo-labels' AMI (run mean) for the autoencoder latent
+    and raw pixels. Every difference, the Holm decisions and the secondary metrics are in
+    the ablation report."""
+    primary = summary["primary"]
 
     def pair(estimate: dict) -> dict:
         value, low, high = estimate["value"], estimate["low"], estimate["high"]
         ci = None if low is None or high is None else round((high - low) / 2, 4)
-        return {"dice": None if value is None else round(value, 4), "ci": ci}
+        return {primary: None if value is None else round(value, 4), "ci": ci}
 
-    out = {name: pair(m["siim_dice"]) for group in ("variants", "baselines") for name, m in summary[group].items()}
+    out = {name: pair(m[primary]) for group in ("variants", "baselines") for name, m in summary[group].items()}
+    clustering = summary.get("clustering")
     if clustering:
-        out["clustering"] = {f"nmi_{name}": round(clustering[name]["nmi"], 4) for name in ("autoencoder", "raw_pixels")}
+        out["clustering"] = {k: _number(clustering[k], 4) for k in ("ami_autoencoder", "ami_raw_pixels")}
     return out
 
 
@@ -287,16 +520,20 @@ def report(
     *,
     runs: dict[str, list[Path]],
     baselines: dict[str, Path],
+    training: dict[str, list[Path]],
+    clustering: list[Path],
+    run_ids: list[int],
+    primary: str,
     resamples: int,
     seed: int,
     json_path: Path,
     md_path: Path,
     headline_path: Path,
-    clustering_path: Path | None = None,
 ) -> dict:
-    """Read the per-image CSVs (runs: variant -> one CSV per seed; baselines: name -> CSV),
-    check they share their images, and write the ablation JSON and Markdown and the headline
-    metrics (with cluster_latents' NMI from `clustering_path`)."""
+    """Read the per-image CSVs (runs: variant -> one CSV per run, in the order of `run_ids`;
+    baselines: name -> CSV), the U-Nets' training summaries (same layout as `runs`) and the
+    pseudo-label validation of every run (cluster_latents' JSON, one per run), check that the
+    CSVs share their images, and write the ablation JSON and Markdown and the headline."""
     paths = [p for ps in runs.values() for p in ps] + list(baselines.values())
     if not paths or any(not ps for ps in runs.values()):
         raise ValueError("report needs at least one CSV per variant")
@@ -305,20 +542,26 @@ def report(
     summary = ablation(
         runs={v: [tables[Path(p)] for p in ps] for v, ps in runs.items()},
         baselines={b: tables[Path(p)] for b, p in baselines.items()},
+        primary=primary,
         resamples=resamples,
         seed=seed,
+        run_ids=run_ids,
+        training={v: [json.loads(Path(p).read_text()) for p in ps] for v, ps in training.items()},
+        clustering=[json.loads(Path(p).read_text()) for p in clustering],
     )
-    clustering = json.loads(Path(clustering_path).read_text()) if clustering_path else None
     for path in (json_path, md_path, headline_path):
         path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     md_path.write_text(markdown(summary))
-    headline_path.write_text(json.dumps(headline(summary, clustering), indent=1) + "\n")
+    headline_path.write_text(json.dumps(headline(summary), indent=1) + "\n")
+    called = [v for v, row in summary["vs_none"].items() if row["holm"]["called"]]
     log.info(
-        "report: %d test images (%d positive), %d resamples; smallest detectable siim_dice difference %s",
+        "report: %d test images (%d positive), %d run(s), %s; called on %s: %s",
         summary["test_images"],
         summary["test_positive"],
-        resamples,
-        summary["smallest_detectable_difference"]["siim_dice"],
+        summary["runs"],
+        summary["method"],
+        primary,
+        ", ".join(called) or "nothing",
     )
     return summary

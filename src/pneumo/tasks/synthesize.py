@@ -2,14 +2,17 @@
 SIIM-ACR and ChestX-ray14 on-disk formats so that the same readers serve both.
 
 A phantom has real anatomy signal: body, two textured lungs, mediastinum and heart, ribs
-and clavicles, a burned-in side marker. Findings differ visibly: a pneumothorax is a band
-of pleural air without lung markings along the apical or lateral chest wall, bounded by one
-visceral pleural line at its inner edge (the mask is the band, the line lies just inside
-the lung, as on a real film); an effusion a basal fluid level; a nodule a small round
-opacity; an infiltration patchy opacity; atelectasis a collapsed band. The pneumothorax is
-drawn the same way in SIIM and CXR-14 films. Its area and regions per image follow
-distributions calibrated on the public SIIM labels; the default shifts the areas up so that
-64 px can show them (see params.yaml, `synthesize`).
+and clavicles, a burned-in side marker; the thorax's size and place on the film vary as on
+real films. Findings differ visibly: a pneumothorax is a band of pleural air without lung
+markings along the chest wall, bounded by one visceral pleural line at its inner edge (the
+mask is the band, the line lies just inside the lung, as on a real film); an effusion a
+basal fluid level; a nodule a small round opacity; an infiltration patchy opacity;
+atelectasis a collapsed band. The pneumothorax is drawn the same way in SIIM and CXR-14
+films. Its area and regions per image follow distributions calibrated on the public SIIM
+labels; the default shifts the areas up so that 64 px can show them (see params.yaml,
+`synthesize`). Each region's place (side, and where along the lung border) is drawn from a
+location map of the real SIIM regions (`tools/location_map.py`, `data/siim_location_map.csv`),
+so that position alone tells nearly as little about where a finding is as on real films.
 
 The same seed writes the same bytes on any x86 or ARM CPU, whatever its vector units: every
 float operation here is one whose IEEE result cannot depend on the kernel that computes it.
@@ -19,16 +22,19 @@ blurs are a separable Gaussian written as shifted adds (`_blur`), not OpenCV's f
 filters, whose rounding depends on the SIMD path taken (on one CPU, switching OpenCV's
 optimisations off changed 164 of 1,923 files). Transcendentals go through Python's scalar
 `math` (libm), never numpy's SIMD loops (its AVX-512 exp/pow/atan2 differ from libm in the
-last bit): on a few scalars (blur taps, rounded to a 2^-20 grid), per pixel only for the
-lesion's angle, and for the tone curve through a lookup table on a 1/4096 grid. OpenCV
+last bit): on a few scalars (blur taps, rounded to a 2^-20 grid, each lesion's drawn
+direction), per pixel only for the lesion's angle, and for the tone curve through a lookup
+table on a 1/4096 grid. The location map is drawn with integers (`LocationMap.draw`). OpenCV
 only draws (integer rasterisation), dilates uint8 masks and encodes JPEG/PNG (libjpeg-turbo's
-integer DCT is exact at any SIMD level). `tests/test_synthesize.py` checks it: OpenCV's,
+integer DCT is exact at any SIMD level). `tests/test_simd.py` checks it: OpenCV's,
 numpy's and libjpeg-turbo's SIMD switched off give the same bytes.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +50,7 @@ CXR14_HEADER = (
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
 UID_ROOT = dicom.SYNTHETIC_UID_ROOT
+REDRAWS = 5  # places tried per pneumothorax region before it is left out
 TONE_LEVELS = 4096  # grid of the tone curve's lookup table (16x finer than the 8-bit output)
 
 
@@ -54,6 +61,38 @@ class Lung:
     ax: float
     ay: float
     medial: int  # +1 if the mediastinum is to the right (image coordinates), else -1
+
+
+@dataclass(frozen=True)
+class LocationMap:
+    """Where pneumothorax regions lie on real films: cells of normalised film coordinates
+    (x0, x1, y0, y1; x to the image's right, y down) and how many real regions have their
+    centroid in each (`tools/location_map.py` derives it from the SIIM labels). A cell is drawn
+    with an integer, in proportion to its count, then a point uniformly inside it."""
+
+    cells: tuple[tuple[float, float, float, float], ...]
+    cumulative: tuple[int, ...]  # running region counts: no float weights, the same draw on any CPU
+
+    @classmethod
+    def read(cls, path: Path) -> LocationMap:
+        """A map written by `tools/location_map.py` (`x0,x1,y0,y1,regions`)."""
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["regions"]) > 0]
+        if not rows:
+            raise ValueError(f"{path}: no cell holds a region")
+        cells = tuple(tuple(float(r[k]) for k in ("x0", "x1", "y0", "y1")) for r in rows)
+        return cls(cells, tuple(itertools.accumulate(int(r["regions"]) for r in rows)))
+
+    @classmethod
+    def uniform(cls) -> LocationMap:
+        """Every point of the film equally likely: for callers that do not care where lesions lie."""
+        return cls(((0.0, 1.0, 0.0, 1.0),), (1,))
+
+    def draw(self, rng: np.random.Generator) -> tuple[float, float]:
+        """One point (x, y) in film coordinates."""
+        cell = bisect.bisect_right(self.cumulative, int(rng.integers(self.cumulative[-1])))
+        x0, x1, y0, y1 = self.cells[cell]
+        return x0 + rng.uniform() * (x1 - x0), y0 + rng.uniform() * (y1 - y0)
 
 
 def _ellipse(size: int, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
@@ -96,28 +135,31 @@ def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarr
 
 
 def _pneumothorax(
-    rng: np.random.Generator, size: int, lung: Lung, lung_mask: np.ndarray, area: float
+    size: int, lung: Lung, lung_mask: np.ndarray, allowed: np.ndarray, area: float, point: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A pneumothorax as an erect film shows it: a band of pleural air along the apical or
-    lateral chest wall, without lung markings, whose inner edge is the visceral pleural
-    line (the edge of the partly collapsed lung). The band is a lens along the lung border,
-    thickest at its centre and tapering to the chest wall at both ends; its arc grows with
-    `area` (fraction of the image) and its depth is solved to match it. Returns (region,
-    pleural line); the line lies just inside the lung, outside the region, as in a mask
-    drawn on a real film."""
+    """A pneumothorax as an erect film shows it: a band of pleural air along the chest wall,
+    without lung markings, whose inner edge is the visceral pleural line (the edge of the
+    partly collapsed lung). The band is a lens along the lung border, centred where the ray
+    from the lung's centre through `point` (film coordinates, drawn from the location map)
+    meets the border, thickest there and tapering to the chest wall at both ends; its arc
+    grows with `area` (fraction of the image) and its depth is solved so that the part inside
+    `allowed` (the lung less the heart, mediastinum and earlier regions) matches it. Returns
+    (region, pleural line); the line lies just inside the lung, outside the region, as in a
+    mask drawn on a real film."""
     yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
     u, v = (xx - lung.cx) / lung.ax, (yy - lung.cy) / lung.ay
     radius = np.sqrt(u * u + v * v)
     angle = np.zeros_like(radius)  # scalar libm atan2 (numpy's SIMD one differs by CPU), inside the lung only
     angle[lung_mask] = np.frompyfunc(math.atan2, 2, 1)(v[lung_mask], u[lung_mask]).astype(np.float64)
-    centre = -np.pi / 2 - lung.medial * rng.uniform(0.0, 1.0) * np.pi / 2  # apex (-pi/2) .. lateral wall
+    # the border point in the direction of `point`, in the ellipse's own coordinates
+    centre = math.atan2((point[1] - lung.cy) / lung.ay, (point[0] - lung.cx) / lung.ax)
     half_arc = 0.5 * min(max(1.3 * math.sqrt(area / 0.01), 0.6), 3.0)  # radians: larger = longer
     offset = (angle - centre + np.pi) % (2 * np.pi) - np.pi
     t2 = (offset / half_arc) * (offset / half_arc)
     taper = np.clip(1 - t2 * t2, 0, None)  # even depth along the arc, 0 at both ends
 
     def band(depth: float) -> np.ndarray:
-        return lung_mask & (taper > 0) & (radius > 1 - depth * taper)
+        return allowed & (taper > 0) & (radius > 1 - depth * taper)
 
     lo, hi = 0.0, 0.95
     for _ in range(14):  # bisection on the depth (share of the lung radius) at the band's centre
@@ -130,36 +172,57 @@ def _pneumothorax(
 
 
 def phantom(
-    rng: np.random.Generator, size: int, findings: set[str], pneumothorax_areas: list[float]
+    rng: np.random.Generator,
+    size: int,
+    findings: set[str],
+    pneumothorax_areas: list[float],
+    location_map: LocationMap | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One radiograph (uint8, size x size) and one mask per pneumothorax region."""
+    """One radiograph (uint8, size x size) and one mask per pneumothorax region, each region
+    placed by a point drawn from `location_map` (default: anywhere on the film)."""
+    location_map = LocationMap.uniform() if location_map is None else location_map
     j = lambda s: rng.uniform(-s, s)  # noqa: E731 - anatomical jitter
+    # Where the thorax lies on the film and how large it is varies between patients (build,
+    # inspiration, centring, collimation): the mean thorax below is scaled and shifted as a whole.
+    # The ranges are calibrated on the public SIIM labels, so that pneumothorax regions reach as
+    # high and as far out as real ones: the top edge of regions centred in the upper 30% of the film
+    # lies at 0.13 of its height (median; sd 0.05; real 0.12, sd 0.05), the outer edge of a region
+    # at 0.10-0.36 of the width from the film's side (5th-95th percentile; real 0.10-0.36). A thorax
+    # that barely moves lets a prediction that sees no image (the location prior) overlap much more.
+    sy = rng.uniform(0.9, 1.3)
+    sx = sy * rng.uniform(1.0, 1.15)  # real lung fields are wider than the mean phantom's
+    ox, oy = 0.5 + j(0.03), 0.475 + j(0.06)
+    X = lambda x: ox + sx * (x - 0.5)  # noqa: E731 - film position of a point of the mean thorax
+    Y = lambda y: oy + sy * (y - 0.5)  # noqa: E731
     img = np.full((size, size), 0.06, np.float64)
-    body = _ellipse(size, 0.5 + j(0.02), 0.56, 0.46 + j(0.03), 0.52)
+    body = _ellipse(size, X(0.5 + j(0.02)), Y(0.56), sx * (0.46 + j(0.03)), sy * 0.52)
     img[body] = 0.42 + j(0.05)
     lungs = [
-        Lung(0.31 + j(0.02), 0.46 + j(0.02), 0.14 + j(0.015), 0.29 + j(0.02), +1),
-        Lung(0.69 + j(0.02), 0.46 + j(0.02), 0.13 + j(0.015), 0.28 + j(0.02), -1),
+        Lung(X(0.31 + j(0.02)), Y(0.46 + j(0.02)), sx * (0.14 + j(0.015)), sy * (0.29 + j(0.02)), +1),
+        Lung(X(0.69 + j(0.02)), Y(0.46 + j(0.02)), sx * (0.13 + j(0.015)), sy * (0.28 + j(0.02)), -1),
     ]
     lung_masks = [_ellipse(size, lg.cx, lg.cy, lg.ax, lg.ay) for lg in lungs]
     texture = 0.05 * _smooth_noise(rng, size, 0.006) + 0.03 * _smooth_noise(rng, size, 0.02)
     for m in lung_masks:
         img[m] = 0.17 + texture[m]
     mediastinum = np.zeros((size, size), bool)
-    mediastinum[int(0.12 * size) : int(0.78 * size), int((0.445 + j(0.01)) * size) : int((0.555 + j(0.01)) * size)] = (
-        True
-    )
-    heart = _ellipse(size, 0.56 + j(0.02), 0.63 + j(0.02), 0.13 + j(0.02), 0.11 + j(0.015))
+    left, right = (max(0, int(X(c + j(0.01)) * size)) for c in (0.445, 0.555))
+    mediastinum[max(0, int(Y(0.12) * size)) : int(Y(0.78) * size), left:right] = True
+    heart = _ellipse(size, X(0.56 + j(0.02)), Y(0.63 + j(0.02)), sx * (0.13 + j(0.02)), sy * (0.11 + j(0.015)))
     img[mediastinum | heart] = 0.6 + j(0.04)
 
     masks = []
-    order = rng.permutation(2)
-    for i, area in enumerate(pneumothorax_areas):
-        side = int(order[i % 2])
-        region, pleura = _pneumothorax(rng, size, lungs[side], lung_masks[side], area)
-        region &= ~(mediastinum | heart)  # pleural air lies over the lung, not the heart
-        for m in masks:  # regions stay disjoint, as separate rows of train-rle.csv
-            region &= ~cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    taken = mediastinum | heart  # pleural air lies over the lung, not the heart
+    for area in pneumothorax_areas:  # each region its own place, drawn as real regions lie
+        for _ in range(REDRAWS):  # a place an earlier region already fills is drawn again
+            point = location_map.draw(rng)
+            side = int(point[0] >= 0.5)  # the film's left half shows lungs[0], the patient's right lung
+            allowed = lung_masks[side] & ~taken
+            region, pleura = _pneumothorax(size, lungs[side], lung_masks[side], allowed, area, point)
+            if region.any():
+                break
+        # regions stay disjoint, as separate rows of train-rle.csv
+        taken = taken | cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         if not region.any():
             continue
         img[region] = 0.09 + 0.008 * texture[region]  # pleural air: darker than lung, no markings
@@ -201,15 +264,15 @@ def phantom(
         for sign in (-1, 1):
             xs = np.linspace(0.48, 0.48 + sign * 0.36, 24)
             ys = y0 + 0.12 * ((xs - 0.48) / 0.36) * ((xs - 0.48) / 0.36)
-            pts = np.round(np.stack([xs, ys], 1) * size).astype(np.int32)
-            cv2.polylines(ribs, [pts], False, 0.1, max(1, round(0.014 * size)))
+            pts = np.round(np.stack([X(xs), Y(ys)], 1) * size).astype(np.int32)
+            cv2.polylines(ribs, [pts], False, 0.1, max(1, round(0.014 * sx * size)))
     for sign in (-1, 1):  # clavicles
         cv2.line(
             ribs,
-            (round(0.47 * size), round(0.16 * size)),
-            (round((0.5 + sign * 0.28) * size), round(0.11 * size)),
+            (round(X(0.47) * size), round(Y(0.16) * size)),
+            (round(X(0.5 + sign * 0.28) * size), round(Y(0.11) * size)),
             0.14,
-            max(1, round(0.018 * size)),
+            max(1, round(0.018 * sx * size)),
         )
     img += _blur(ribs, max(0.5, 0.004 * size)) * (body | lung_any)
     marker = np.zeros((size, size), np.uint8)
@@ -251,10 +314,14 @@ def synthesize(
     rgba_fraction: float,
     finding_rate: float,
     seed: int,
+    location_map: Path | None = None,
 ) -> dict:
     """Write the SIIM trees (dicom-images-train/ with train-rle.csv, dicom-images-test/ without
     labels, as Kaggle published them) + siim-to-nih.csv and the CXR-14 images +
-    Data_Entry_2017.csv; return summary counts."""
+    Data_Entry_2017.csv; return summary counts. Pneumothorax regions, SIIM and CXR-14 alike,
+    lie where `location_map` (a `tools/location_map.py` CSV) puts real ones; without it,
+    anywhere on the film (the pipeline always passes the map derived from the SIIM labels)."""
+    places = LocationMap.read(location_map) if location_map else LocationMap.uniform()
     rng = np.random.default_rng(seed)
     rle_rows, mapping, cxr_rows = [], [], []
     spacing = 0.143 * 1024 / size  # keep the physical field of view of a real 1024 px film
@@ -293,7 +360,7 @@ def synthesize(
             )
         total = min(max(math.exp(rng.normal(log_area_mean, log_area_std)), 8 / size**2), 0.08)
         areas = list(total * rng.dirichlet(np.ones(n_regions))) if n_regions else []
-        pixels, masks = phantom(rng, size, set(), areas)
+        pixels, masks = phantom(rng, size, set(), areas, places)
         study, series, sop = _uid(1, i), _uid(2, i), _uid(3, i)
         patient = 10_000 + i
         dicom.write_jpeg_dicom(
@@ -326,7 +393,7 @@ def synthesize(
             if "Pneumothorax" in labels
             else []
         )
-        pixels, _ = phantom(rng, size, labels, areas)
+        pixels, _ = phantom(rng, size, labels, areas, places)
         patient = 50_000 + i // 2  # two films per patient: the patient-level split matters
         cxr14_entry(f"{patient:08d}_{i % 2:03d}.png", patient, i % 2, labels, pixels)
 

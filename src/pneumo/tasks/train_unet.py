@@ -1,6 +1,7 @@
 """`train_unet`: U-Net (ResNet34 encoder) fine-tuned on SIIM-ACR from one encoder
-initialisation; keeps the weights of the epoch with the lowest validation loss (never an
-epoch with a frozen encoder)."""
+initialisation until its validation loss plateaus (`loop.Plateau`); keeps the weights of the
+epoch with the lowest validation loss (never an epoch with a frozen encoder). Only a
+pretrained encoder is frozen at first: the random `none` encoder trains from the first step."""
 
 from __future__ import annotations
 
@@ -127,7 +128,9 @@ def train_unet(
     out_path: Path,
     live_dir: Path,
     checkpoint_path: Path,
-    epochs: int,
+    max_epochs: int,
+    patience: int,
+    min_delta: float,
     batch_size: int,
     lr: float,
     pixel_loss: str,
@@ -140,17 +143,21 @@ def train_unet(
     rt: runtime.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
-    """Train; keep the epoch with the lowest validation loss among those that trained the
-    encoder too (without a validation split: the last epoch). Per epoch, dvclive logs the
-    losses and threshold-free validation scores; its summary names the selected epoch."""
+    """Train until the validation loss plateaus (at most `max_epochs`; the learning rate drops
+    when an epoch does not improve it by `min_delta`); keep the epoch with the lowest
+    validation loss among those that trained the encoder too (without a validation split:
+    `max_epochs`, the last kept). Per epoch, dvclive logs the losses and threshold-free
+    validation scores; its summary names the selected epoch, whether the run met the plateau
+    rule, and the precision it trained in."""
     rt = rt or runtime.start()
     images, masks, rows = load_prepared(siim_dir)
     model = models.build_unet(1)
-    models.load_encoder_into(model.encoder, encoder_path)
+    pretrained = models.load_encoder_into(model.encoder, encoder_path).get("pretrained", True)
+    freeze_encoder_epochs = freeze_encoder_epochs if pretrained else 0  # random features gain nothing from waiting
     model = rt.prepare(model)
     criterion = WeightedSum(models.by_name(PIXEL_LOSSES, pixel_loss, "pixel loss")(), dice_weight, pixel_weight)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    scheduler = loop.plateau_scheduler(optimizer, min_delta)
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in train_idx])
     sampler = data.positive_share_sampler(positive, positive_share, seed)
@@ -158,7 +165,9 @@ def train_unet(
     generator = torch.Generator().manual_seed(seed)
     batch_fn = batches(rt, generator)
 
-    first_selectable = min(freeze_encoder_epochs, epochs - 1)  # a frozen-encoder epoch is never kept
+    first_selectable = min(freeze_encoder_epochs, max_epochs - 1)  # a frozen-encoder epoch is never kept
+    # the rule counts only epochs that may be kept (the encoder trains)
+    plateau = loop.Plateau(patience, min_delta, max_epochs - first_selectable)
     checkpoint = checkpoints.Checkpoint(
         checkpoint_path,
         {**(params or {}), "variant": variant, "inputs": checkpoints.fingerprint(encoder_path, siim_dir)},
@@ -172,9 +181,10 @@ def train_unet(
     start, saved = checkpoint.restore()
     best = saved.get("best", {"epoch": -1, "val_loss": float("inf")})
     best_state = saved.get("best_state", copy.deepcopy(model.state_dict()))
-    step, frozen = None, None
+    plateau.history = saved.get("history", [])
+    step, frozen, epoch = None, None, start - 1
     with loop.live(live_dir, start) as live:
-        for epoch in range(start, epochs):
+        for epoch in range(start, 0 if saved.get("stopped") else max_epochs):  # stopped: killed after converging
             # train only the decoder first: a random decoder's gradients would wreck a pretrained encoder
             if frozen != (epoch < freeze_encoder_epochs):
                 frozen = epoch < freeze_encoder_epochs
@@ -182,7 +192,6 @@ def train_unet(
                     p.requires_grad_(not frozen)
                 step = rt.wrap(model)  # DDP registers the trainable parameters when built
             loss = loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
-            scheduler.step()
             live.log_metric("train/loss", loss)
             val_loss = float("nan")
             if len(val_idx):
@@ -196,8 +205,17 @@ def train_unet(
             if epoch >= first_selectable and candidate:
                 best = {"epoch": epoch, "val_loss": val_loss}
                 best_state = copy.deepcopy(model.state_dict())
-            checkpoint.save(epoch, best=best, best_state=best_state)
-        live.summary["selected"] = best  # the summary's other values are the last epoch's
+            stop = False
+            if epoch >= first_selectable:
+                scheduler.step(val_loss if len(val_idx) else loss)
+                stop = plateau.update(val_loss if len(val_idx) else loss)
+            checkpoint.save(epoch, best=best, best_state=best_state, history=plateau.history, stopped=stop)
+            if stop:
+                break
+        # the summary's other values are the last epoch's
+        live.summary["selected"] = best
+        live.summary["plateau"] = {**plateau.summary(), "epochs": epoch + 1, "best_epoch": best["epoch"]}
+        live.summary["precision"] = "bf16" if rt.amp else "fp32"
     checkpoint.finish()
     if not dist.is_main():
         return best

@@ -88,8 +88,9 @@ def test_two_processes_under_torchrun_match_one(root, workspace):
 
     loss_1, loss_2 = history(single, "train/loss.tsv"), history(ddp, "train/loss.tsv")
     assert len(loss_1) == len(loss_2) == EPOCHS
-    # measured: 0.1% apart (batch norm sees half batches); without gradient sync 0.7%
-    np.testing.assert_allclose(loss_2, loss_1, rtol=0.003)
+    # measured: 0.1% apart on the first phantoms, 0.32% on the current ones (lesions placed by the
+    # real SIIM location map: batch norm sees half batches); without gradient sync 0.7%
+    np.testing.assert_allclose(loss_2, loss_1, rtol=0.005)
 
     # both saved models are trained the same way (not bit-equal: this early, training
     # amplifies float noise; 1 vs 2 threads in one process alone moves probabilities 0.03)
@@ -103,7 +104,7 @@ def test_two_processes_under_torchrun_match_one(root, workspace):
         )
         for run in (single, ddp)
     ]
-    assert np.abs(probs[0] - probs[1]).mean() < 0.1
+    assert np.abs(probs[0] - probs[1]).mean() < 0.15  # measured 0.11 on the current phantoms
     assert ((probs[0] > 0.5) == (probs[1] > 0.5)).mean() > 0.97
 
 

@@ -392,6 +392,9 @@ def test_cxr14_mirror_layout_and_2020_label_file(realdata, tmp_path):
         small_cxr14(root / "images_001", out, set())
 
 
+SMALL_SIIM = {"rle_csv": "train-rle.csv", "image_size": 16, "split": SPLIT, "seed": 0, "strict": True, "workers": 1}
+
+
 def copy_root(source: Path, dest: Path, folder: str, link: bool) -> Path:
     """A dataset root made of `source`'s label files plus `folder`, copied or symlinked, and a
     link back to the root itself (a cycle, which discovery must visit once)."""
@@ -414,16 +417,7 @@ def test_a_symlinked_image_folder_prepares_as_its_copy(realdata, tmp_path, caplo
         root = copy_root(realdata / dataset, tmp_path / f"root-{link}", folder, link)
         out = tmp_path / f"out-{link}"
         if dataset == "siim":
-            prepare_siim.prepare_siim(
-                root=root,
-                rle_csv="train-rle.csv",
-                out_dir=out,
-                image_size=16,
-                split=SPLIT,
-                seed=0,
-                strict=True,
-                workers=1,
-            )
+            prepare_siim.prepare_siim(**SMALL_SIIM, root=root, out_dir=out)
         else:
             small_cxr14(root, out, set())
         outputs[link] = [(out / name).read_bytes() for name in ("images.npy", "index.csv")]

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from pneumo import params
+from pneumo.core import initialisations
 from pneumo.tasks.report import report
 
 BASELINES = ("all_empty", "location_prior")  # content-free: they never see an image
@@ -21,6 +22,10 @@ def main() -> None:
     parser.add_argument("--baselines", type=Path, required=True, help="folder of the baselines' <name>/ folders")
     parser.add_argument("--training", type=Path, required=True, help="folder of train_unet's <variant>-<run>/ folders")
     parser.add_argument("--pseudo-labels", type=Path, required=True, help="folder of cluster_latents' <run>.json")
+    parser.add_argument("--autoencoders", type=Path, required=True, help="folder of train_autoencoder's <run>/ folders")
+    parser.add_argument(
+        "--pretraining", type=Path, required=True, help="folder of pretrain_encoder's <name>-<run>/ folders"
+    )
     parser.add_argument("--json", type=Path, required=True, help="ablation JSON to write (every interval)")
     parser.add_argument("--md", type=Path, required=True, help="ablation Markdown report to write")
     parser.add_argument("--headline", type=Path, required=True, help="headline metrics JSON to write (DVC metrics)")
@@ -35,6 +40,15 @@ def main() -> None:
         baselines={name: args.baselines / name / "per_image.csv" for name in BASELINES},
         training={v: [args.training / f"{v}-{r}" / "metrics.json" for r in run_ids] for v in variants},
         clustering=[args.pseudo_labels / f"{r}.json" for r in run_ids],
+        upstream={
+            **{f"train_autoencoder@{r}": args.autoencoders / str(r) / "metrics.json" for r in run_ids},
+            **{
+                f"pretrain_encoder@{v}-{r}": args.pretraining / f"{v}-{r}" / "metrics.json"
+                for v in variants
+                if initialisations.get(v).pretraining
+                for r in run_ids
+            },
+        },
         run_ids=run_ids,
         primary=p["report"]["primary"],
         resamples=p["report"]["resamples"],

@@ -460,7 +460,17 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path):
         "report: {resamples: 50, primary: dice_positive}\n"
     )
     cmd = [sys.executable, str(root / "stages" / "report.py"), "--results", "evaluate", "--baselines", "baselines"]
+    for name, met in (
+        ("train_autoencoder/0", True),
+        ("train_autoencoder/2", False),
+        ("pretrain_encoder/labels-0", True),
+        ("pretrain_encoder/labels-2", True),
+    ):
+        plateau = {"met": met, "change": 0.01 if met else 0.07, "epochs": 16, "best_epoch": 15}
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"plateau": plateau}))
     cmd += ["--training", "train_unet", "--pseudo-labels", "pseudo_labels"]
+    cmd += ["--autoencoders", "train_autoencoder", "--pretraining", "pretrain_encoder"]
     cmd += ["--json", "m/ablation.json", "--md", "m/ablation.md", "--headline", "m/h.json"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -469,7 +479,16 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path):
     assert saved["run_ids"] == [0, 2] and [r["run"] for r in saved["clustering"]["per_run"]] == [0, 2]
     assert saved["still_improving"] == ["none-2"]
     assert list(saved["baselines"]) == ["all_empty", "location_prior"]
-    assert (tmp_path / "m" / "ablation.md").read_text().startswith("# Ablation")
+    md = (tmp_path / "m" / "ablation.md").read_text()
+    assert md.startswith("# Ablation")
+    # the encoders' own training: the labels pretraining of runs 0 and 2 (none is not pretrained), both autoencoders
+    assert list(saved["upstream_training"]) == [
+        "train_autoencoder@0",
+        "train_autoencoder@2",
+        "pretrain_encoder@labels-0",
+        "pretrain_encoder@labels-2",
+    ]
+    assert "still improving: train_autoencoder@2 (16 epochs, still 7.0% better)." in md
     head = json.loads((tmp_path / "m" / "h.json").read_text())
     assert list(head) == ["none", "labels", "all_empty", "location_prior", "clustering"]
     assert "called on dice_positive: labels" in proc.stderr

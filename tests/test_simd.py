@@ -29,7 +29,8 @@ from pathlib import Path
 from pneumo.tasks.synthesize import synthesize
 synthesize(siim_dir=Path(out) / "siim", cxr14_dir=Path(out) / "cxr14", n_siim=24, n_test=2, n_cxr14=16, size=256,
            location_map=Path(location_map), positive_rate=0.5, log_area_mean=-3.9, log_area_std=1.09,
-           regions_per_image=[0.766, 0.167, 0.042, 0.025], shared_fraction=0.3, rgba_fraction=0.2, finding_rate=0.9,
+           regions_per_image=[0.766, 0.167, 0.042, 0.025], one_sided=0.7, shared_fraction=0.3, rgba_fraction=0.2,
+           finding_rate=0.9,
            seed=3)
 """
 

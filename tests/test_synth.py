@@ -33,6 +33,7 @@ def synthetic(tmp_path_factory, shipped_map):
         log_area_mean=-4.83,
         log_area_std=1.09,
         regions_per_image=[0.766, 0.167, 0.042, 0.025],
+        one_sided=0.7,
         shared_fraction=0.2,
         rgba_fraction=0.05,
         finding_rate=0.65,
@@ -113,7 +114,7 @@ def test_the_same_seed_writes_the_same_bytes_in_any_process(tmp_path, shipped_ma
     script = (
         "import sys; from pathlib import Path; from pneumo.tasks import synthesize; out = Path(sys.argv[1]); "
         "synthesize.synthesize(siim_dir=out / 'siim', cxr14_dir=out / 'cxr14', n_siim=20, n_test=0, n_cxr14=60, "
-        "size=64, positive_rate=0.3, log_area_mean=-4.0, log_area_std=1.0, regions_per_image=[1.0], "
+        "size=64, positive_rate=0.3, log_area_mean=-4.0, log_area_std=1.0, regions_per_image=[1.0], one_sided=0.7, "
         "shared_fraction=0.2, rgba_fraction=0.05, finding_rate=0.9, seed=0, location_map=Path(sys.argv[2]))"
     )
     digests = []
@@ -177,3 +178,24 @@ def test_lesions_lie_where_the_map_puts_real_ones(shipped_map):
     assert expected["left"] == pytest.approx(0.580, abs=0.001) and expected["upper"] == pytest.approx(0.783, abs=0.001)
     for key in expected:
         assert found[key] == pytest.approx(expected[key], abs=0.08), key
+
+
+def test_regions_of_one_image_share_a_side_as_often_as_real_ones(shipped_map):
+    """`LocationMap.draw(side=...)` keeps to that half of the film; a two-region phantom puts
+    both regions on one side with probability `one_sided` (real: 437 of 624 multi-region
+    images), else on opposite sides."""
+    places = synthesize.LocationMap.read(shipped_map)
+    rng = np.random.default_rng(1)
+    for side in (0, 1):
+        assert all((places.draw(rng, side)[0] >= 0.5) == bool(side) for _ in range(200))
+
+    def same_side(one_sided: float, n: int) -> float:
+        same = 0
+        for _ in range(n):
+            _, masks = synthesize.phantom(rng, 64, set(), [0.02, 0.02], places, one_sided)
+            sides = {int(np.nonzero(m)[1].mean() >= 32) for m in masks}
+            same += len(sides) == 1
+        return same / n
+
+    assert same_side(1.0, 20) == 1.0 and same_side(0.0, 20) == 0.0
+    assert same_side(0.7, 150) == pytest.approx(0.7, abs=0.12)  # ~3 binomial standard deviations

@@ -436,6 +436,23 @@ def markdown(summary: dict) -> str:
         lines.append(f"⚠ Runs whose training summary does not record the plateau rule: {', '.join(unknown)}.")
     if not flagged and not unknown:
         lines.append("Every run met the plateau rule.")
+    upstream = summary.get("upstream_training") or {}
+    if upstream:
+        open_runs = [
+            f"{name} ({row['epochs']} epochs, still {row['change']:.1%} better)"
+            for name, row in upstream.items()
+            if row["plateau_met"] is False
+        ]
+        lines += [
+            "",
+            f"The training that made the encoders ({len(upstream)} stage runs: autoencoders, encoder pretraining) "
+            "follows the same plateau rule. "
+            + (
+                f"⚠ Ended at their epoch limit while still improving: {', '.join(open_runs)}."
+                if open_runs
+                else "Every one met it."
+            ),
+        ]
 
     clustering = summary.get("clustering")
     if clustering:
@@ -529,11 +546,14 @@ def report(
     json_path: Path,
     md_path: Path,
     headline_path: Path,
+    upstream: dict[str, Path] | None = None,
 ) -> dict:
     """Read the per-image CSVs (runs: variant -> one CSV per run, in the order of `run_ids`;
-    baselines: name -> CSV), the U-Nets' training summaries (same layout as `runs`) and the
-    pseudo-label validation of every run (cluster_latents' JSON, one per run), check that the
-    CSVs share their images, and write the ablation JSON and Markdown and the headline."""
+    baselines: name -> CSV), the U-Nets' training summaries (same layout as `runs`), the
+    pseudo-label validation of every run (cluster_latents' JSON, one per run) and the summaries
+    of the training that made the encoders (`upstream`: a name such as `train_autoencoder@0` ->
+    its dvclive metrics.json), check that the CSVs share their images, and write the ablation
+    JSON and Markdown and the headline."""
     paths = [p for ps in runs.values() for p in ps] + list(baselines.values())
     if not paths or any(not ps for ps in runs.values()):
         raise ValueError("report needs at least one CSV per variant")
@@ -549,6 +569,9 @@ def report(
         training={v: [json.loads(Path(p).read_text()) for p in ps] for v, ps in training.items()},
         clustering=[json.loads(Path(p).read_text()) for p in clustering],
     )
+    summary["upstream_training"] = {
+        name: training_row(json.loads(Path(p).read_text())) for name, p in (upstream or {}).items()
+    }
     for path in (json_path, md_path, headline_path):
         path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")

@@ -86,12 +86,18 @@ class LocationMap:
     @classmethod
     def uniform(cls) -> LocationMap:
         """Every point of the film equally likely: for callers that do not care where lesions lie."""
-        return cls(((0.0, 1.0, 0.0, 1.0),), (1,))
+        return cls(((0.0, 0.5, 0.0, 1.0), (0.5, 1.0, 0.0, 1.0)), (1, 2))
 
-    def draw(self, rng: np.random.Generator) -> tuple[float, float]:
-        """One point (x, y) in film coordinates."""
-        cell = bisect.bisect_right(self.cumulative, int(rng.integers(self.cumulative[-1])))
-        x0, x1, y0, y1 = self.cells[cell]
+    def draw(self, rng: np.random.Generator, side: int | None = None) -> tuple[float, float]:
+        """One point (x, y) in film coordinates; `side` 0 or 1 keeps to the film's left or
+        right half (the cells of that half, in proportion to their counts)."""
+        cells, cumulative = self.cells, self.cumulative
+        if side is not None:
+            counts = [b - a for a, b in zip((0, *cumulative[:-1]), cumulative, strict=True)]
+            kept = [i for i, c in enumerate(cells) if (c[0] >= 0.5 if side else c[1] <= 0.5)]
+            cells, cumulative = [cells[i] for i in kept], list(itertools.accumulate(counts[i] for i in kept))
+        cell = bisect.bisect_right(cumulative, int(rng.integers(cumulative[-1])))
+        x0, x1, y0, y1 = cells[cell]
         return x0 + rng.uniform() * (x1 - x0), y0 + rng.uniform() * (y1 - y0)
 
 
@@ -177,9 +183,12 @@ def phantom(
     findings: set[str],
     pneumothorax_areas: list[float],
     location_map: LocationMap | None = None,
+    one_sided: float = 1.0,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """One radiograph (uint8, size x size) and one mask per pneumothorax region, each region
-    placed by a point drawn from `location_map` (default: anywhere on the film)."""
+    placed by a point drawn from `location_map` (default: anywhere on the film). With several
+    regions, all lie on the first one's side with probability `one_sided`; otherwise the second
+    lies on the other side (the rest anywhere)."""
     location_map = LocationMap.uniform() if location_map is None else location_map
     j = lambda s: rng.uniform(-s, s)  # noqa: E731 - anatomical jitter
     # Where the thorax lies on the film and how large it is varies between patients (build,
@@ -213,10 +222,14 @@ def phantom(
 
     masks = []
     taken = mediastinum | heart  # pleural air lies over the lung, not the heart
-    for area in pneumothorax_areas:  # each region its own place, drawn as real regions lie
+    same_side = len(pneumothorax_areas) > 1 and rng.uniform() < one_sided
+    first = None
+    for n, area in enumerate(pneumothorax_areas):  # each region its own place, drawn as real regions lie
+        wanted = None if n == 0 else first if same_side else 1 - first if n == 1 else None
         for _ in range(REDRAWS):  # a place an earlier region already fills is drawn again
-            point = location_map.draw(rng)
+            point = location_map.draw(rng, wanted)
             side = int(point[0] >= 0.5)  # the film's left half shows lungs[0], the patient's right lung
+            first = side if first is None else first
             allowed = lung_masks[side] & ~taken
             region, pleura = _pneumothorax(size, lungs[side], lung_masks[side], allowed, area, point)
             if region.any():
@@ -310,6 +323,7 @@ def synthesize(
     log_area_mean: float,
     log_area_std: float,
     regions_per_image: list[float],
+    one_sided: float,
     shared_fraction: float,
     rgba_fraction: float,
     finding_rate: float,
@@ -360,7 +374,7 @@ def synthesize(
             )
         total = min(max(math.exp(rng.normal(log_area_mean, log_area_std)), 8 / size**2), 0.08)
         areas = list(total * rng.dirichlet(np.ones(n_regions))) if n_regions else []
-        pixels, masks = phantom(rng, size, set(), areas, places)
+        pixels, masks = phantom(rng, size, set(), areas, places, one_sided)
         study, series, sop = _uid(1, i), _uid(2, i), _uid(3, i)
         patient = 10_000 + i
         dicom.write_jpeg_dicom(

@@ -1,6 +1,6 @@
 """Benchmark (not a test): `pneumo.dicom.read_dicom` per transfer syntax, and every
 installed pydicom decoder plugin on the same files, on the real SIIM radiographs re-encoded
-in each syntax (`pneumo.formats.dicom.write_as`), 8-bit as published and 12-bit (the 8-bit
+in each syntax (`write_as` of the tests' `tests/dicom_writers.py`), 8-bit as published and 12-bit (the 8-bit
 values spread over 12 bits, as CR/DX detectors store them).
 
 Prints one JSON line per (syntax, bits, decoder): ms per 1024x1024 image (median over the
@@ -11,7 +11,9 @@ Usage: python benchmarks/dicom_decode.py [--files 3] [--repeats 5]
 """
 
 import argparse
+import copy
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +41,9 @@ from pydicom.uid import (
 
 from pneumo.formats import dicom
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's DICOM writers
+from dicom_writers import write_as  # noqa: E402
+
 SYNTAXES = {  # syntax: encoder options (lossy ones)
     ImplicitVRLittleEndian: {},
     ExplicitVRLittleEndian: {},
@@ -61,7 +66,7 @@ args = parser.parse_args()
 
 
 def twelve_bit(ds: pydicom.Dataset) -> pydicom.Dataset:
-    out = dicom.copy.deepcopy(ds)
+    out = copy.deepcopy(ds)
     pixels = ds.pixel_array.astype(np.uint16)
     out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     out.BitsAllocated, out.BitsStored, out.HighBit = 16, 12, 11
@@ -114,7 +119,7 @@ with tempfile.TemporaryDirectory() as tmp:
             files = []
             for k, ds in enumerate(datasets):
                 files.append(Path(tmp) / f"{syntax}-{bits}-{k}.dcm")
-                dicom.write_as(ds, syntax, files[-1], **options)
+                write_as(ds, syntax, files[-1], **options)
             measure(files, truth, syntax, bits)
     extended = Path(get_testdata_file("JPGExtended.dcm"))
     measure(

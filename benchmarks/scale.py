@@ -223,8 +223,16 @@ def main() -> None:
             params = params_for(n, args)
             (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             log = work.parent / f"n{n}.log"
-            synth = [py, f"{STAGES}/synthesize.py", "--siim", "raw/siim", "--cxr14", "raw/cxr14",
-                     "--location-map", str(ROOT / "data" / "siim_location_map.csv")]
+            synth = [
+                py,
+                f"{STAGES}/synthesize.py",
+                "--siim",
+                "raw/siim",
+                "--cxr14",
+                "raw/cxr14",
+                "--location-map",
+                str(ROOT / "data" / "siim_location_map.csv"),
+            ]
             measured = [("synthesize", run("synthesize", synth, work, log))]
             raw_mb = sum(f.stat().st_size for f in (work / "raw").rglob("*") if f.is_file()) / 2**20
             untrained_models(work, params["seed"])

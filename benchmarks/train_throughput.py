@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from common import REALDATA, emit, replicate_siim
 
-from pneumo.core import data, loop, models, runtime
+from pneumo.core import data, loop, models, runtime, validation
 from pneumo.formats import prepared
 from pneumo.tasks import prepare_siim, train_unet
 
@@ -104,7 +104,7 @@ def measure(size: int, amp: bool, channels_last: bool, images, masks, rows) -> N
     torch.manual_seed(0)
     model = rt.prepare(models.build_unet(1))
     step = rt.wrap(model)
-    criterion = train_unet.WeightedSum(train_unet.PIXEL_LOSSES["bce"](), 1.0, 1.0)
+    criterion = validation.WeightedSum(validation.PIXEL_LOSSES["bce"](), 1.0, 1.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     n = args.batch * args.steps
     indices = np.resize(np.arange(len(images)), n)  # enough rows for `steps` batches

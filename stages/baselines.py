@@ -9,12 +9,18 @@ from pathlib import Path
 
 from pneumo.tasks.baselines import baselines
 
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--siim", type=Path, required=True, help="prepared SIIM folder")
-parser.add_argument("--out", type=Path, required=True, help="folder for <baseline>/per_image.csv")
-parser.add_argument("--metrics", type=Path, required=True, help="summary metrics JSON to write")
-args = parser.parse_args()
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
-summary = baselines(siim_dir=args.siim, out_dir=args.out, metrics_path=args.metrics)
-print(json.dumps({name: round(row["dice_positive"], 4) for name, row in summary.items()}))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--siim", type=Path, required=True, help="prepared SIIM folder")
+    parser.add_argument("--out", type=Path, required=True, help="folder for <baseline>/per_image.csv")
+    parser.add_argument("--metrics", type=Path, required=True, help="summary metrics JSON to write")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    summary = baselines(siim_dir=args.siim, out_dir=args.out, metrics_path=args.metrics)
+    print(json.dumps({name: round(row["dice_positive"], 4) for name, row in summary.items()}))
+
+
+if __name__ == "__main__":
+    main()

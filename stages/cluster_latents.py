@@ -12,7 +12,7 @@ from pneumo.core import runtime
 from pneumo.tasks.cluster_latents import cluster_latents
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of `runs`)")
     parser.add_argument("--images", type=Path, required=True, help="prepared CXR-14 folder")
@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="pseudo-label CSV to write")
     parser.add_argument("--metrics", type=Path, required=True, help="validation metrics JSON")
     parser.add_argument("--plots", type=Path, required=True, help="folder for the projection and label plots")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
     p = params.load()

@@ -9,11 +9,17 @@ from pathlib import Path
 from pneumo.core import runtime
 from pneumo.tasks.init_encoder import init_encoder
 
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of `runs`)")
-parser.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write")
-args = parser.parse_args()
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
-runtime.seed_everything(args.seed)
-init_encoder(out_path=args.out)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of `runs`)")
+    parser.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    runtime.seed_everything(args.seed)
+    init_encoder(out_path=args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,7 @@ from pneumo.tasks.report import report
 BASELINES = ("all_empty", "location_prior")  # content-free: they never see an image
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=Path, required=True, help="folder of evaluate's <variant>-<run>/ folders")
     parser.add_argument("--baselines", type=Path, required=True, help="folder of the baselines' <name>/ folders")
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True, help="ablation JSON to write (every interval)")
     parser.add_argument("--md", type=Path, required=True, help="ablation Markdown report to write")
     parser.add_argument("--headline", type=Path, required=True, help="headline metrics JSON to write (DVC metrics)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     p = params.load()

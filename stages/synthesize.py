@@ -11,14 +11,14 @@ from pneumo import params
 from pneumo.tasks import synthesize
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--siim", type=Path, required=True, help="SIIM root to write")
     parser.add_argument("--cxr14", type=Path, required=True, help="CXR-14 root to write")
     parser.add_argument(
         "--location-map", type=Path, required=True, help="where real pneumothoraces lie (tools/location_map.py)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
     p = params.load()

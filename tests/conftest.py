@@ -1,7 +1,7 @@
 """Shared fixtures: the project root, the real dataset samples in ../shared/realdata (or
-$PNEUMO_REALDATA), a corpus of DICOMs in every transfer syntax written from them, and the
-helpers that set up tiny U-Net trainings (as fixtures returning the function, so test
-modules never import this file)."""
+$PNEUMO_REALDATA), a corpus of DICOMs in every transfer syntax written from them (with the
+writers of dicom_writers.py), and the helpers that set up tiny U-Net trainings (as fixtures
+returning the function, so test modules never import this file)."""
 
 import gzip
 import os
@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from dicom_writers import write_as, write_without_meta
 from pydicom.data import get_testdata_file
 from pydicom.uid import (
     JPEG2000,
@@ -28,7 +29,6 @@ from pydicom.uid import (
 )
 
 from pneumo.core import models
-from pneumo.formats import dicom
 from pneumo.tasks import prepare_siim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,6 +186,13 @@ def grayscale_dataset():
 
 
 @pytest.fixture(scope="session")
+def dicom_writer():
+    """`dicom_writer(source, syntax, path, **options)`: dicom_writers.write_as, a grayscale
+    dataset written with its pixels re-encoded in any transfer syntax."""
+    return write_as
+
+
+@pytest.fixture(scope="session")
 def dicom_corpus(real_dicoms, tmp_path_factory) -> tuple[Path, dict[str, str | None], dict[str, pydicom.Dataset]]:
     """(folder, {file name: None if it must be read, else the reason it must be refused},
     {file name: the uncompressed dataset it was written from}): every transfer syntax the
@@ -201,7 +208,7 @@ def dicom_corpus(real_dicoms, tmp_path_factory) -> tuple[Path, dict[str, str | N
     uid = iter(f"1.2.826.0.1.3680043.10.1234.99.{k}" for k in range(1000))
 
     def add(name, ds, syntax=ExplicitVRLittleEndian, reason=None):
-        dicom.write_as(ds, syntax, folder / name, **LOSSY.get(syntax, {}))
+        write_as(ds, syntax, folder / name, **LOSSY.get(syntax, {}))
         expect[name], sources[name] = reason, ds
 
     for bits, stored, syntaxes in ((8, crop, SYNTAXES_8), (12, twelve, SYNTAXES_12)):
@@ -230,7 +237,7 @@ def dicom_corpus(real_dicoms, tmp_path_factory) -> tuple[Path, dict[str, str | N
     lut.add_new(0x00283006, "OW", (np.sqrt(np.arange(4096) / 4095) * 65535).astype("<u2").tobytes())
     voi.VOILUTSequence = [lut]
     add("voi-lut.dcm", voi, JPEG2000Lossless)
-    dicom.write_without_meta(grayscale(real, twelve, 12, next(uid)), folder / "no-meta-header")
+    write_without_meta(grayscale(real, twelve, 12, next(uid)), folder / "no-meta-header")
     expect["no-meta-header"], sources["no-meta-header"] = None, grayscale(real, twelve, 12, "1.2.3")
     shutil.copy(get_testdata_file("JPGExtended.dcm"), folder / "jpeg-extended-12bit.dcm")
     expect["jpeg-extended-12bit.dcm"] = None

@@ -52,8 +52,8 @@ def test_every_training_stage_of_a_run_gets_that_runs_seed(root):
             assert re.findall(r"--seed (\S+)", cmd) == [str(run)], address
         script = ast.parse((root / "stages" / f"{name}.py").read_text())
         calls = [n for n in ast.walk(script) if isinstance(n, ast.Call)]
-        seeded = [c for c in calls if getattr(c.func, "attr", "") == "seed_everything"]
-        assert seeded and all(ast.unparse(c.args[0]) == "args.seed" for c in seeded), name
+        seeded = [c for c in calls if getattr(c.func, "attr", "") in ("seed_everything", "from_params")]
+        assert seeded and all(ast.unparse(c.args[-1]) == "args.seed" for c in seeded), name
         for call in calls:  # the task gets the run's seed too, never the data seed
             for kw in call.keywords:
                 if kw.arg == "seed":

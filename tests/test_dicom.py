@@ -170,7 +170,7 @@ def test_corpus_every_other_file_is_refused_with_its_reason(dicom_corpus):
         assert message.startswith(f"{folder / name}: ") and reason in message and "\n" not in message, message
 
 
-def test_window_follows_the_dicom_rule(real_dicoms, grayscale_dataset, tmp_path):
+def test_window_follows_the_dicom_rule(real_dicoms, grayscale_dataset, dicom_writer, tmp_path):
     """A window maps stored values linearly between center -/+ width/2 (LINEAR, PS3.3
     C.11.2.1.2) after the rescale; the 8-bit output spans the rescaled stored range."""
     stored = np.array([[0, 1000, 1500, 2000, 4095]] * 4, np.uint16)
@@ -184,7 +184,7 @@ def test_window_follows_the_dicom_rule(real_dicoms, grayscale_dataset, tmp_path)
         WindowCenter=500,
         WindowWidth=1001,
     )
-    dicom.write_as(ds, pydicom.uid.ExplicitVRLittleEndian, tmp_path / "w.dcm")
+    dicom_writer(ds, pydicom.uid.ExplicitVRLittleEndian, tmp_path / "w.dcm")
     row = dicom.read_image(tmp_path / "w.dcm")[0]
     # rescaled -1000, 0, 500, 1000, 3095; window [0, 1000] -> output range [-1000, 3095]
     expected = np.rint((np.array([-1000, -1000, 0.5 * 4095 - 1000, 3095, 3095]) + 1000) * 255 / 4095)

@@ -1,6 +1,6 @@
 """Multi-process training: `train_unet` launched as dvc.yaml launches it, on 2 processes
 under torchrun (gloo, CPU), learns what the single-process run learns. The batches and
-augmentations are the same by construction (pneumo.dist); batch norm statistics per
+augmentations are the same by construction (pneumo.core.dist); batch norm statistics per
 process and the batch Dice loss averaged over two half batches make the only difference."""
 
 import os

@@ -2,6 +2,8 @@
 pretraining, fine-tuning and activation maps then work for it with no other change."""
 
 import csv
+import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -12,12 +14,37 @@ from pneumo.core import initialisations, models, runtime
 from pneumo.tasks import activation_maps, pretrain_encoder, train_unet
 
 
+@dataclass(frozen=True)
+class Parity(initialisations.Pretraining):
+    """A kind of pretraining no task knows: one logit fitted with BCE to a made-up binary target
+    (the `odd` column of a CSV), scored by the share of correct signs."""
+
+    targets: str = "pseudo_labels"
+    gradcam_label: str = "odd"
+
+    def read(self, rows, classes, targets_csv):
+        with open(targets_csv, newline="") as f:
+            odd = {r["image_id"]: float(r["odd"]) for r in csv.DictReader(f)}
+        return np.array([[odd[r["image_id"]]] for r in rows], dtype=np.float32)
+
+    def outputs(self, targets):
+        return 1
+
+    def criterion(self):
+        return torch.nn.BCEWithLogitsLoss()
+
+    def scores(self, logits, truth, classes):
+        return {"sign_accuracy": float(((logits > 0).float() == truth).float().mean())}, {"parity": True}
+
+    def gradcam_target(self, classes):
+        return lambda logits: logits[:, 0]
+
+
 @pytest.fixture
 def toy():
-    """A fifth initialisation: pretrained on a made-up two-class target (image parity)."""
-    entry = initialisations.Initialisation(
-        "toy", "pretrain_encoder", pretraining="cluster", targets="pseudo_labels", head_target="predicted_class"
-    )
+    """A fifth initialisation with its own kind of pretraining, registered from outside the
+    package: no module in src/pneumo/tasks/ knows it."""
+    entry = initialisations.Initialisation("toy", "pretrain_encoder", Parity())
     initialisations.register(entry)
     yield entry
     del initialisations.REGISTRY["toy"]
@@ -29,7 +56,7 @@ def test_a_toy_initialisation_runs_through_pretraining_and_train_unet(toy, tiny_
     with open(cxr / "index.csv", newline="") as f:
         ids = [r["image_id"] for r in csv.DictReader(f)]
     targets = tmp_path / "toy.csv"
-    targets.write_text("image_id,cluster\n" + "".join(f"{i},{k % 2}\n" for k, i in enumerate(ids)))
+    targets.write_text("image_id,odd\n" + "".join(f"{i},{k % 2}\n" for k, i in enumerate(ids)))
     torch.manual_seed(0)
     encoder = tmp_path / "encoders" / "toy.safetensors"
     summary = pretrain_encoder.pretrain_encoder(
@@ -49,7 +76,8 @@ def test_a_toy_initialisation_runs_through_pretraining_and_train_unet(toy, tiny_
         seed=0,
         rt=runtime.start("cpu"),
     )
-    assert 0 <= summary["val_accuracy"] <= 1  # cross-entropy over the `cluster` column, as registered
+    assert 0 <= summary["val_sign_accuracy"] <= 1  # scored as its Pretraining says
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["parity"] is True
     state, meta = models.load_checkpoint(encoder)
     assert meta["source"] == "toy" and not torch.equal(state["conv1.weight"], models.build_encoder(1).conv1.weight)
     args = unet_run(tiny_siim, "toy", variant="toy", encoder_path=encoder)
@@ -57,7 +85,8 @@ def test_a_toy_initialisation_runs_through_pretraining_and_train_unet(toy, tiny_
     _, meta = models.load_checkpoint(tiny_siim / "toy" / "model.safetensors")
     assert meta["variant"] == "toy"
     head, target = activation_maps._head_model(encoder, tmp_path / "heads" / "toy.safetensors", "toy", [], "cpu")
-    assert head is not None and target(torch.tensor([[0.1, 0.9]])).item() == pytest.approx(0.9)
+    assert head is not None and target(torch.tensor([[0.7]])).item() == pytest.approx(0.7)
+    assert head(torch.zeros(1, 1, 64, 64)).shape == (1, 1)
 
 
 def test_unknown_and_duplicate_names_are_refused():
@@ -84,7 +113,26 @@ def test_unknown_and_duplicate_names_are_refused():
         )
 
 
-def test_every_registered_initialisation_is_a_train_unet_variant(root):
+def test_every_train_unet_variant_is_registered_and_every_pretraining_is_known(root):
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert set(params["train_unet"]["variants"]) <= set(initialisations.REGISTRY)
-    assert np.all([e.pretraining in (None, *initialisations.PRETRAINING) for e in initialisations.REGISTRY.values()])
+    assert all(
+        e.pretraining is None or isinstance(e.pretraining, initialisations.Pretraining)
+        for e in initialisations.REGISTRY.values()
+    )
+
+
+def test_each_initialisation_names_the_stage_that_writes_its_encoder(root):
+    """`produced_by` is what dvc.yaml says: the stage whose outputs hold the encoder file."""
+    from dvc.repo import Repo
+
+    writers = {o.def_path: s.addressing.split("@")[0] for s in Repo(str(root)).index.stages for o in s.outs}
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for name in params["train_unet"]["variants"]:
+        encoder = f"models/encoders/{name}-{params['runs'][0]}.safetensors"
+        assert writers[encoder] == initialisations.get(name).produced_by, name
+
+
+def test_a_pretraining_that_is_not_a_pretraining_object_is_refused():
+    with pytest.raises(ValueError, match="a core.initialisations.Pretraining or None"):
+        initialisations.register(initialisations.Initialisation("strings", "pretrain_encoder", "cluster"))

@@ -1,4 +1,4 @@
-"""pneumo.metrics against hand-computed cases and against smp's implementation."""
+"""pneumo.core.metrics against hand-computed cases and against smp's implementation."""
 
 import numpy as np
 import pytest

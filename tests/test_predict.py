@@ -25,8 +25,9 @@ from pydicom.uid import (
 
 from pneumo.cli import main
 from pneumo.core import inference, runtime
-from pneumo.formats import dicom, prepared, rle
-from pneumo.tasks import train_unet
+from pneumo.core.predict import PredictError
+from pneumo.formats import prepared, rle
+from pneumo.tasks import predict_test, train_unet
 
 PNEUMO = [sys.executable, "-m", "pneumo.cli"]
 
@@ -211,7 +212,7 @@ ONE_UID = {
 
 
 @pytest.mark.parametrize("case", ONE_UID)
-def test_predict_files_sharing_one_uid(dicom_corpus, model_dir, tmp_path, case):
+def test_predict_files_sharing_one_uid(dicom_corpus, dicom_writer, model_dir, tmp_path, case):
     files, (code, predicted, copies, refused) = ONE_UID[case]
     _, _, sources = dicom_corpus
     film = sources["8bit-1.2.840.10008.1.2.1.dcm"]
@@ -219,7 +220,7 @@ def test_predict_files_sharing_one_uid(dicom_corpus, model_dir, tmp_path, case):
     other.PixelData = np.ascontiguousarray(film.pixel_array[::-1]).tobytes()  # the film upside down
     for name, image, syntax in files:
         lossy = {"j2k_cr": [20]} if syntax == JPEG2000 else {}
-        dicom.write_as(film if image == "film" else other, syntax, tmp_path / "in" / name, **lossy)
+        dicom_writer(film if image == "film" else other, syntax, tmp_path / "in" / name, **lossy)
     out = tmp_path / "s.csv"
     assert _predict(model_dir, out, tmp_path / "in") == code
     rows = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
@@ -334,3 +335,80 @@ def test_predict_finds_dicoms_under_a_symlinked_folder(model_dir, real_dicoms, t
     assert _predict(model_dir, tmp_path / "real.csv", disk) == 0
     linked, real = ((tmp_path / f"{n}.csv").read_text() for n in ("linked", "real"))
     assert linked == real and len(linked.splitlines()) == 5
+
+
+def _evaluation(folder: Path, run: str, val: float, test: float) -> None:
+    """evaluate's metrics JSON of one run, reduced to the scores choose_run could look at."""
+    folder.mkdir(exist_ok=True)
+    (folder / f"{run}.json").write_text(json.dumps({"test": {"siim_dice": test}, "val": {"siim_dice": val}}))
+
+
+def test_choose_run_picks_the_best_validation_run_never_the_best_test_run(tmp_path):
+    for run, val, test in [
+        ("none-0", 0.70, 0.99),
+        ("none-1", 0.72, 0.60),
+        ("labels-0", 0.80, 0.50),
+        ("labels-1", 0.79, 0.95),
+    ]:
+        _evaluation(tmp_path, run, val, test)
+    assert predict_test.choose_run(tmp_path, ["none", "labels"], [0, 1]) == "labels-0"
+    assert predict_test.choose_run(tmp_path, ["none"], [0, 1]) == "none-1"  # only the runs asked for
+    _evaluation(tmp_path, "labels-1", 0.80, 0.95)
+    assert predict_test.choose_run(tmp_path, ["none", "labels"], [0, 1]) == "labels-0"  # a tie: the first
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(None, "no such file"), ("{not json", "JSONDecodeError"), ('{"test": {"siim_dice": 0.9}}', "KeyError")],
+    ids=["missing", "not-json", "no-validation-score"],
+)
+def test_choose_run_names_a_missing_or_unreadable_evaluation(tmp_path, content, needle):
+    _evaluation(tmp_path, "none-0", 0.7, 0.9)
+    if content is not None:
+        (tmp_path / "labels-0.json").write_text(content)
+    with pytest.raises(ValueError) as error:
+        predict_test.choose_run(tmp_path, ["none", "labels"], [0])
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'labels-0.json'}: ") and needle in message and "\n" not in message
+
+
+def test_predict_test_predicts_with_the_chosen_run(model_dir, real_dicoms, tmp_path):
+    """What the stage writes: the submission, its overlays and chosen_model.json, from the run
+    best on validation; unreadable files refused only when strict, after everything is written."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "labels-0").symlink_to(model_dir, target_is_directory=True)
+    evaluations = tmp_path / "evaluate"
+    _evaluation(evaluations, "none-0", 0.5, 0.99)
+    _evaluation(evaluations, "labels-0", 0.6, 0.1)
+    inputs = tmp_path / "test"
+    inputs.mkdir()
+    for f in real_dicoms[:3]:
+        shutil.copy(f, inputs)
+    job = dict(evaluations=evaluations, models=models, variants=["none", "labels"], runs=[0], input_dir=inputs)
+    job.update(batch_size=2, device="cpu")
+    out = tmp_path / "out"
+    assert predict_test.predict_test(**job, out_dir=out, strict=True) == {
+        "model": str(models / "labels-0"),
+        "images": 3,
+        "errors": 0,
+    }
+    assert (out / "chosen_model.json").read_text() == json.dumps(
+        {"model": str(models / "labels-0"), "images": 3}
+    ) + "\n"
+    assert len((out / "submission.csv").read_text().splitlines()) == 4
+    assert len(list((out / "overlays").glob("*.png"))) == 3 and (out / "overlays" / "index.html").is_file()
+
+    (inputs / "broken.dcm").write_bytes(b"\x00" * 10)
+    assert predict_test.predict_test(**job, out_dir=tmp_path / "lenient", strict=False)["errors"] == 1
+    strict = tmp_path / "strict"
+    with pytest.raises(ValueError) as error:
+        predict_test.predict_test(**job, out_dir=strict, strict=True)
+    assert str(error.value) == (
+        f"1 unreadable test file(s) (data.strict=true); see {strict / 'submission.csv.errors.csv'}"
+    )
+    assert json.loads((strict / "chosen_model.json").read_text())["images"] == 3
+
+    _evaluation(evaluations, "none-0", 0.9, 0.1)  # the best run has no model folder
+    with pytest.raises(PredictError, match=r"^predict_test: .*none-0: no such model folder"):
+        predict_test.predict_test(**job, out_dir=tmp_path / "none", strict=True)

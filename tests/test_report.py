@@ -1,4 +1,4 @@
-"""The report: the weighted metrics against sklearn and pneumo.metrics, the paired image
+"""The report: the weighted metrics against sklearn and pneumo.core.metrics, the paired image
 bootstrap's coverage and pairing, and the written report end to end: seed-aware intervals,
 the Holm decision on the primary endpoint, one run calling nothing, the per-run table with
 the training facts, the pseudo-labels against chance, the headline and the stage."""
@@ -126,7 +126,7 @@ def test_weighted_auc_equals_sklearn_with_ties_and_constant_is_half():
 
 
 def test_metrics_from_csv_columns_equal_pneumo_metrics(tmp_path):
-    """Masks -> per_image.csv -> the report's metrics equal pneumo.metrics on the masks, on the
+    """Masks -> per_image.csv -> the report's metrics equal pneumo.core.metrics on the masks, on the
     data itself and on resamples (the masks repeated by the counts)."""
     rng = np.random.default_rng(4)
     n, size = 18, 10

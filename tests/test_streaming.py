@@ -11,9 +11,9 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from pneumo.core import inference, metrics, models
+from pneumo.core import inference, metrics, models, validation
 from pneumo.formats.prepared import load_prepared, split_indices
-from pneumo.tasks import baselines, cluster_latents, evaluate, train_unet
+from pneumo.tasks import baselines, cluster_latents, evaluate
 
 
 def batches(n: int, size: int):
@@ -70,14 +70,14 @@ def test_report_from_batch_counts_equals_the_whole_array_metrics(split):
 def test_validation_in_batches_equals_the_whole_split_loss_and_scores(split, pixel_loss, empty):
     probs, true = split
     true = true * (not empty)
-    criterion = train_unet.WeightedSum(train_unet.PIXEL_LOSSES[pixel_loss](), 1.0, 0.7)
-    validation = train_unet.Validation(criterion)
+    criterion = validation.WeightedSum(validation.PIXEL_LOSSES[pixel_loss](), 1.0, 0.7)
+    streamed = validation.Validation(criterion)
     for b in batches(len(true), 5):
-        validation.add(probs[b], true[b])
-    whole = train_unet.validation_loss(criterion, probs, true)
-    assert validation.loss() == pytest.approx(whole, rel=2e-6)  # float32 whole-array sums vs float64 batch sums
+        streamed.add(probs[b], true[b])
+    whole = validation.validation_loss(criterion, probs, true)
+    assert streamed.loss() == pytest.approx(whole, rel=2e-6)  # float32 whole-array sums vs float64 batch sums
     positive = true.reshape(len(true), -1).any(1)
-    assert validation.scores() == train_unet.validation_scores(probs, true, positive)
+    assert streamed.scores() == validation.validation_scores(probs, true, positive)
 
 
 def test_iter_probs_yields_the_rows_and_probabilities_of_predict_probs():

@@ -12,7 +12,7 @@ patient's right lung is on the left half (x < 0.5). One CSV row per cell, empty 
     x0,x1,y0,y1,regions
 
 Centroids are placed in cells by integer arithmetic on exact pixel sums, so the file is
-byte-identical on any machine (`tests/test_synth.py` reruns this on the real labels).
+byte-identical on any machine (`tests/test_synthesize.py` reruns this on the real labels).
 
     python tools/location_map.py ../shared/realdata/siim/all-train-rle.csv.gz data/siim_location_map.csv
 """

@@ -2,21 +2,22 @@
 
 The layers, each importing only the ones below it (no cycles):
 
-    stages/<stage>.py          one thin script per DVC stage: arguments, params, one call
-          |
-    pneumo.tasks.<stage>       one module per stage, named like it: what the stage does
-          |
+    stages/<stage>.py          one thin script per DVC stage: main() reads its arguments and
+          |                    params (by literal key), one call
+    pneumo.tasks.<stage>       one module per stage, named like it: what the stage does;
+          |                    only its stage script (and tests) import it
     pneumo.core                what stages share: models, the encoder-initialisation
           |                    registry, runtime (device, processes, seeding), data and
-          |                    augmentation, the training loop, checkpoints, inference,
-          |                    metrics, Grad-CAM, pictures
+          |                    augmentation, the training loop, validation scoring,
+          |                    checkpoints, inference, the prediction engine, the model
+          |                    card, the bootstrap, metrics, Grad-CAM, pictures
     pneumo.formats             files: SIIM DICOM and RLE, CXR-14 PNG and labels (as
                                published), prepared arrays and per-image results (what
                                stages hand each other); no model code
 
 Beside them: `pneumo.params` (reads params.yaml), `pneumo.launch` (in-process or torchrun),
-`pneumo.cli` (`pneumo predict`). `pneumo.rle` and `pneumo.dicom` are the contract names of
-`pneumo.formats.rle` and `pneumo.formats.dicom`.
+`pneumo.cli` (`pneumo predict`). `pneumo.rle` and `pneumo.dicom` are the stable public names:
+they re-export the functions of `pneumo.formats.rle` and `pneumo.formats.dicom`.
 """
 
 __version__ = "0.1.0"

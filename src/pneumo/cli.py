@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto (CUDA when available, the default), cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
 
-    from pneumo.tasks.predict_test import PredictError, predict  # heavy imports only once the arguments are valid
+    from pneumo.core.predict import PredictError, predict  # heavy imports only once the arguments are valid
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

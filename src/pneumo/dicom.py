@@ -1,7 +1,5 @@
-"""Contract name: `pneumo.dicom` is `pneumo.formats.dicom` (the same module object)."""
+"""`pneumo.dicom`: the stable public name of the DICOM reader (re-exported from `pneumo.formats.dicom`)."""
 
-import sys
+from pneumo.formats.dicom import DicomError, Radiograph, read_dicom, read_image, read_image_id
 
-from pneumo.formats import dicom
-
-sys.modules[__name__] = dicom
+__all__ = ["DicomError", "Radiograph", "read_dicom", "read_image", "read_image_id"]

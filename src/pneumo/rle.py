@@ -1,7 +1,5 @@
-"""Contract name: `pneumo.rle` is `pneumo.formats.rle` (the same module object)."""
+"""`pneumo.rle`: the stable public name of the SIIM RLE functions (re-exported from `pneumo.formats.rle`)."""
 
-import sys
+from pneumo.formats.rle import EMPTY, RLEError, RLETable, decode, encode, read_csv, render, runs
 
-from pneumo.formats import rle
-
-sys.modules[__name__] = rle
+__all__ = ["EMPTY", "RLEError", "RLETable", "decode", "encode", "read_csv", "render", "runs"]

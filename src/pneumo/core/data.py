@@ -15,6 +15,7 @@ from pneumo.core import dist
 from pneumo.core.runtime import Runtime
 
 MEAN, STD = 0.5, 0.25  # fixed input scaling, the same at train and predict time; U-Net checkpoints record it
+INPUT_SCALING = {"mean": MEAN, "std": STD, "of": "pixel / 255"}  # what `to_input` applies, as recorded
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ arrays: what evaluation, prediction, clustering and activation maps share."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +16,16 @@ from pneumo.core.runtime import Runtime
 
 
 def load_unet(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """A U-Net and its metadata from a train_unet checkpoint."""
+    """A U-Net and its metadata from a train_unet checkpoint. A checkpoint trained on other
+    input scaling than `data.to_input` applies is refused: its predictions would be silently
+    wrong. Checkpoints that predate the `input_scaling` record load unchecked."""
     state, meta = models.load_checkpoint(path)
     if meta.get("kind") != "unet":
         raise ValueError(f"{path}: not a U-Net checkpoint (kind={meta.get('kind')!r})")
+    scaling = meta.get("input_scaling")
+    if scaling is not None and scaling != data.INPUT_SCALING:
+        theirs, ours = (json.dumps(s, sort_keys=True) for s in (scaling, data.INPUT_SCALING))
+        raise ValueError(f"{path}: trained with input scaling {theirs}, but pneumo.core.data applies {ours}")
     model = models.build_unet(meta["in_channels"])
     model.load_state_dict(state)
     return model.to(device).eval(), meta

@@ -46,6 +46,7 @@ class Runtime:
     compile: bool = False
     workers: int = 0
     pin_memory: bool = False
+    resume: bool = True  # continue from a stage's epoch checkpoint (PNEUMO_RESUME)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
@@ -110,7 +111,22 @@ def start(
     dev = dist.start(device_from(device))
     cuda = dev.type == "cuda"
     amp = amp and (cuda or native_cpu_bf16())
-    return Runtime(dev, amp, channels_last and cuda, compile, local.loader_workers, local.pin_memory and cuda)
+    return Runtime(
+        dev, amp, channels_last and cuda, compile, local.loader_workers, local.pin_memory and cuda, local.resume
+    )
+
+
+PARAMS = ("device", "deterministic", "amp", "channels_last", "compile")  # what `from_params` reads
+
+
+def from_params(p: dict, seed: int) -> Runtime:
+    """The runtime of a training stage: everything seeded by the stage's run, started with
+    the top-level params `PARAMS` of params.yaml `p` and this machine's result-neutral
+    settings from the environment (`local_settings`)."""
+    seed_everything(seed, p["deterministic"])
+    return start(
+        p["device"], amp=p["amp"], channels_last=p["channels_last"], compile=p["compile"], local=local_settings()
+    )
 
 
 def native_cpu_bf16() -> bool:

@@ -9,21 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.core import metrics
-
 COLUMNS = ("image_id", "has_pneumothorax", "mask_pixels", "pred_pixels", "intersection", "dice", "max_prob")
 
 Table = dict[str, np.ndarray]
 
 
-def write(path: Path, image_ids: list[str], pred: np.ndarray, true: np.ndarray, score: np.ndarray) -> None:
-    """Truth, predicted and shared pixel counts, Dice after post-processing and the
-    image-level presence score of each image."""
-    write_counts(path, image_ids, metrics.pixel_counts(pred, true), score)
-
-
 def write_counts(path: Path, image_ids: list[str], counts: dict[str, np.ndarray], score: np.ndarray) -> None:
-    """`write` from `metrics.pixel_counts` (what `evaluate` gathers batch by batch)."""
+    """One row per image: truth, predicted and shared pixel counts (`counts` as
+    `pneumo.core.metrics.pixel_counts` gives them, gathered batch by batch by `evaluate`),
+    Dice after post-processing and the image-level presence score."""
     t, p, inter = (np.asarray(counts[k], np.int64) for k in ("mask_pixels", "pred_pixels", "intersection"))
     total = p + t
     dice = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))

@@ -33,17 +33,14 @@ from pneumo.progress import progress
 def _head_model(encoder_path: Path, head_path: Path, variant: str, classes: list[str], device: torch.device):
     """The pretraining classifier (its encoder as pretraining left it, not the U-Net's) and
     its Grad-CAM target, for initialisations whose registry entry has a head."""
-    target_name = initialisations.get(variant).head_target
-    if target_name is None:
+    pretraining = initialisations.get(variant).pretraining
+    if pretraining is None:
         return None, None
     head_state, _ = models.load_checkpoint(head_path)
     classifier = models.Classifier(head_state["weight"].shape[0])
     classifier.head.load_state_dict(head_state)
     models.load_encoder_into(classifier.encoder, encoder_path)
-    target = (
-        gradcam.predicted_class if target_name == "predicted_class" else gradcam.class_logit(classes.index(target_name))
-    )
-    return classifier.to(device).eval(), target
+    return classifier.to(device).eval(), pretraining.gradcam_target(classes)
 
 
 PREDICTION, TRUTH, PROBABILITY, NONE = "prediction", "truth", "probability", "none"
@@ -80,6 +77,11 @@ def activation_maps(
     batch_size: int = 32,
     device: str = "auto",
 ) -> dict:
+    """Grad-CAM of one variant's U-Net (`model_dir`: weights and tuned post-processing) on the
+    test split of `siim_dir`: the activation mass inside the dilated true mask over all
+    positive test images (written to `metrics_path`, and returned), and a grid of `n_images`
+    test films (chosen by `seed`, the same for every variant) with the U-Net's map and, for an
+    encoder pretrained with a head, the head's (`grid_path`)."""
     dev = runtime.device_from(device)
     unet, _ = load_unet(model_dir / "model.safetensors", dev)
     post = json.loads((model_dir / "postprocess.json").read_text())
@@ -147,8 +149,7 @@ def activation_maps(
     scale = max(1, 192 // images.shape[1])
     headers = ["radiograph", "truth (green)", "prediction (red)", "U-Net Grad-CAM"]
     if head_heat is not None:
-        target_name = initialisations.get(variant).head_target
-        headers.append(f"head Grad-CAM ({'cluster' if target_name == 'predicted_class' else target_name})")
+        headers.append(f"head Grad-CAM ({initialisations.get(variant).pretraining.gradcam_label})")
     title = (
         f"activation maps: {variant}, layer {layer}, mass inside mask {result['activation_mass_inside_mask']:.3f}"
         " (U-Net target: logits in the prediction, else the truth, else p>0.5)"

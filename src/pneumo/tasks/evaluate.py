@@ -15,32 +15,10 @@ import cv2
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from pneumo.core import metrics, overlay, runtime
+from pneumo.core import metrics, model_card, overlay, runtime
 from pneumo.core.inference import iter_probs, load_unet
 from pneumo.formats import dicom, per_image
 from pneumo.formats.prepared import load_prepared, split_indices
-
-METRIC_DEFINITIONS = """\
-- `siim_dice`: SIIM-ACR's official metric: mean over images of Dice, an empty prediction
-  on an empty image scoring 1 (so predicting "no pneumothorax" everywhere scores the share
-  of empty images: the `all_empty` row).
-- `dice_positive`: mean Dice over the images that have a pneumothorax only.
-- `dice_pooled`: Dice over all pixels of all test images pooled together.
-- `iou`: mean per-image IoU (empty/empty = 1).
-- `auc`: image-level pneumothorax presence AUC, scored by the maximum pixel probability."""
-
-
-STUDY_CITATION = (
-    "*Transfer Learning for Detection and Segmentation of Pneumothorax from Chest X-ray Images* "
-    "(the study this pipeline reproduces; see CITATION.cff)."
-)
-DATA_TERMS = """- SIIM-ACR Pneumothorax Segmentation (Kaggle, 2019; SIIM and ACR): the competition's data
-  rules apply; accept them on Kaggle before downloading. The films are NIH ChestX-ray14 images.
-- NIH ChestX-ray14 (NIH Clinical Center): usage unrestricted, provided the NIH download site
-  is linked, the NIH Clinical Center acknowledged, and this paper cited: Wang X, Peng Y, Lu L,
-  Lu Z, Bagheri M, Summers RM. ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks
-  on Weakly-Supervised Classification and Localization of Common Thorax Diseases. CVPR 2017.
-- The embedded phantoms (`synthesize`) hold no patient data."""
 
 
 def _empty_baseline(true_pixels: np.ndarray) -> dict:
@@ -84,6 +62,10 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 32,
 ) -> dict:
+    """Tune the post-processing on the validation split, score the test split with it, and write
+    postprocess.json beside the weights, the metrics JSON, per_image.csv, the ROC/PR curves, the
+    overlay picture and the model card; return the metrics (test scores, validation SIIM Dice,
+    post-processing)."""
     dev = runtime.device_from(device)
     model, meta = load_unet(model_path, dev)
     images, masks, rows = load_prepared(siim_dir)
@@ -136,7 +118,7 @@ def evaluate(
     synthetic = bool(rows) and all(r["image_id"].startswith(dicom.SYNTHETIC_UID_ROOT) for r in rows)
     val_empty = float(np.mean(np.concatenate(val_true) == 0)) if len(val_idx) else float("nan")
     card = {**result, "all_empty": _empty_baseline(counts["mask_pixels"]), "val_all_empty": val_empty}
-    card_path.write_text(_model_card(meta, card, rows, leakage, synthetic))
+    card_path.write_text(card_text(meta, card, rows, leakage, synthetic))
     return result
 
 
@@ -170,62 +152,45 @@ def _fmt(row: dict) -> str:
     return " | ".join(f"{row[k]:.3f}" for k in ("siim_dice", "dice_positive", "dice_pooled", "iou", "auc"))
 
 
-def _model_card(meta: dict, result: dict, rows: list[dict], leakage: dict, synthetic: bool) -> str:
-    splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
+def card_text(meta: dict, result: dict, rows: list[dict], leakage: dict, synthetic: bool) -> str:
+    """MODEL_CARD.md: the checkpoint's metadata, the split sizes, the pretraining data's counts
+    (`leakage`) and `result` (evaluate's, plus the all-empty baselines) in `core/model_card.md`."""
     post, test = result["postprocess"], result["test"]
-    limits = [
+    hyper = meta.get("params", {})
+    run = meta.get("runtime", {})
+    scaling = meta.get("input_scaling", {})
+    data_limit = (
         "Trained and tested on **synthetic data** (the embedded phantoms): these numbers say the "
         "pipeline works, not how the model does on patients."
         if synthetic
         else "Trained on the SIIM-ACR data given by `data.siim_root`."
-    ]
-    limits.append(f"Input size {post['image_size']} px; masks are predicted at that size and resized back.")
-    hyper = meta.get("params", {})
-    hyper_line = ", ".join(f"{k} {v}" for k, v in sorted(hyper.items())) or "not recorded"
-    run = meta.get("runtime", {})
-    return f"""# Model card: U-Net, encoder initialisation `{meta["variant"]}`
-
-## Intended use
-Research on how the encoder's initialisation changes pneumothorax segmentation (reproducing
-and extending the study below). Not for diagnosis, triage or any clinical decision: this is
-not a medical device, and it has not been validated on patients or against radiologists.
-
-- Architecture: U-Net, {meta["encoder"]} encoder, {meta["in_channels"]} input channel, {post["image_size"]} px.
-- Encoder initialisation: `{meta["variant"]}`; selected epoch {meta["best_epoch"]} (lowest validation loss).
-- Data: SIIM-ACR {"(synthetic) " if synthetic else ""}{len(rows)} images, patient-level split train {splits["train"]} /
-  val {splits["val"]} / test {splits["test"]}.
-- Pretraining data: CXR-14, {leakage.get("images", "?")} images after leaving out {leakage.get("excluded_leakage", "?")}
-  images of patients that appear in the SIIM data (leakage control).
-
-## Training
-- Hyperparameters (`train_unet` params): {hyper_line}.
-- Loss Dice + pixel loss; the kept epoch has the lowest validation loss among epochs with a
-  trained encoder ({meta.get("selection", "lowest validation loss")}).
-- Input: grayscale, pixel / 255 standardised with mean {meta.get("input_scaling", {}).get("mean", "?")} and
-  std {meta.get("input_scaling", {}).get("std", "?")}.
-- Trained on {run.get("device", "?")} ({run.get("processes", 1)} process(es), AMP {run.get("amp", False)}).
-
-## Post-processing (tuned on validation, frozen for test)
-top threshold {post["top"]}, minimum area {post["min_area"]} px, bottom threshold {post["bottom"]}.
-
-## Test results ({test["images"]} images, {test["positive_images"]} with pneumothorax)
-| prediction | SIIM Dice | Dice (positives) | pooled Dice | IoU | AUC |
-|---|---|---|---|---|---|
-| this model | {_fmt(test)} |
-| all empty | {_fmt(result["all_empty"])} |
-
-Validation SIIM Dice after post-processing: {result["val"]["siim_dice"]:.3f}
-(all empty: {result["val_all_empty"]:.3f}).
-
-## Metric definitions
-{METRIC_DEFINITIONS}
-
-## Limits
-{chr(10).join("- " + line for line in limits)}
-
-## Data and terms of use
-{DATA_TERMS}
-
-## Citation
-{STUDY_CITATION}
-"""
+    )
+    return model_card.render(
+        variant=meta["variant"],
+        encoder=meta["encoder"],
+        in_channels=meta["in_channels"],
+        image_size=post["image_size"],
+        best_epoch=meta["best_epoch"],
+        synthetic_note="(synthetic) " if synthetic else "",
+        images=len(rows),
+        **{s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")},
+        pretraining_images=leakage.get("images", "?"),
+        excluded_leakage=leakage.get("excluded_leakage", "?"),
+        hyperparameters=", ".join(f"{k} {v}" for k, v in sorted(hyper.items())) or "not recorded",
+        selection=meta.get("selection", "lowest validation loss"),
+        mean=scaling.get("mean", "?"),
+        std=scaling.get("std", "?"),
+        device=run.get("device", "?"),
+        processes=run.get("processes", 1),
+        amp=run.get("amp", False),
+        top=post["top"],
+        min_area=post["min_area"],
+        bottom=post["bottom"],
+        test_images=test["images"],
+        test_positives=test["positive_images"],
+        test_scores=_fmt(test),
+        empty_scores=_fmt(result["all_empty"]),
+        val_siim_dice=f"{result['val']['siim_dice']:.3f}",
+        val_all_empty=f"{result['val_all_empty']:.3f}",
+        data_limit=data_limit,
+    )

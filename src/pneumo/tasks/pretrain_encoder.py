@@ -1,36 +1,19 @@
 """`pretrain_encoder@<initialisation>-<run>`: the U-Net's ResNet34 encoder pretrained on CXR-14
 with a pooling + linear head until its validation loss plateaus (`loop.Plateau`), fitted as
-the registry entry says (`core.initialisations`): `multilabel` = BCE over the class columns
-(the true labels), `cluster` = cross-entropy over a `cluster` column (the autoencoder's
-pseudo-labels). The encoder weights of the epoch with the lowest validation loss are what
-the U-Net gets; the head is saved apart, only for activation maps."""
+the registry entry's `Pretraining` says (`core.initialisations`: the true labels with BCE over
+the class columns, or the autoencoder's pseudo-labels with cross-entropy over clusters). The
+encoder weights of the epoch with the lowest validation loss are what the U-Net gets; the head
+is saved apart, only for activation maps."""
 
 from __future__ import annotations
 
 import copy
-import csv
-import re
 from pathlib import Path
 
-import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
-from torch import nn
 
 from pneumo.core import checkpoints, data, dist, initialisations, loop, models, runtime
 from pneumo.formats.prepared import load_prepared, split_indices
-
-
-def _targets(kind: str, rows: list[dict], classes: list[str], targets_csv: Path) -> np.ndarray:
-    """Per prepared image: the multi-hot class vector (`multilabel`) or the cluster id (`cluster`)."""
-    with open(targets_csv, newline="") as f:
-        by_id = {r["image_id"]: r for r in csv.DictReader(f)}
-    missing = [r["image_id"] for r in rows if r["image_id"] not in by_id]
-    if missing:
-        raise ValueError(f"{targets_csv}: no target for {len(missing)} image(s), e.g. {missing[0]}")
-    if kind == "multilabel":
-        return np.array([[float(by_id[r["image_id"]][c]) for c in classes] for r in rows], dtype=np.float32)
-    return np.array([int(by_id[r["image_id"]]["cluster"]) for r in rows], dtype=np.int64)
 
 
 def pretrain_encoder(
@@ -53,8 +36,13 @@ def pretrain_encoder(
     rt: runtime.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
-    kind = initialisations.get(target).pretraining
-    if kind is None:
+    """Pretrain the encoder of initialisation `target` on the prepared images `images_dir`
+    against the targets in `targets_csv` (read as its registry entry says), with a plateau
+    stop (`max_epochs`, `patience`, `min_delta`) and resume from `checkpoint_path`; write the
+    selected epoch's encoder to `out_path` and its head to `head_path`, the curves to
+    `live_dir`. Returns the last epoch's losses and scores."""
+    pretraining = initialisations.get(target).pretraining
+    if pretraining is None:
         raise ValueError(
             f"initialisation {target!r} is not produced by pretrain_encoder (its registry entry has no pretraining)"
         )
@@ -68,11 +56,10 @@ def pretrain_encoder(
     }
     rt = rt or runtime.start()
     images, _, rows = load_prepared(images_dir)
-    targets = _targets(kind, rows, classes, targets_csv)
-    n_out = targets.shape[1] if kind == "multilabel" else int(targets.max()) + 1
-    model = rt.prepare(models.Classifier(n_out))
+    targets = pretraining.read(rows, classes, targets_csv)
+    model = rt.prepare(models.Classifier(pretraining.outputs(targets)))
     step = rt.wrap(model)
-    criterion = nn.BCEWithLogitsLoss() if kind == "multilabel" else nn.CrossEntropyLoss()
+    criterion = pretraining.criterion()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = loop.plateau_scheduler(optimizer, min_delta)
     plateau = loop.Plateau(patience, min_delta, max_epochs)
@@ -111,19 +98,11 @@ def pretrain_encoder(
                 truth = torch.from_numpy(targets[val_idx])
                 summary["val_loss"] = float(criterion(logits, truth))
                 live.log_metric("val/loss", summary["val_loss"])
-                if kind == "multilabel":
-                    aucs = {
-                        re.sub(r"\W+", "_", name.lower()): float(roc_auc_score(truth[:, j], logits[:, j]))
-                        for j, name in enumerate(classes)
-                        if 0 < truth[:, j].sum() < len(truth)  # keys without spaces: "No Finding" -> no_finding
-                    }
-                    if aucs:
-                        summary["val_auc"] = float(np.mean(list(aucs.values())))
-                        live.log_metric("val/auc", summary["val_auc"])  # the mean over classes; per class:
-                        live.summary["val_auc_by_class"] = aucs  # in the summary, not 6 more curves
-                else:
-                    summary["val_accuracy"] = float((logits.argmax(1) == truth).float().mean())
-                    live.log_metric("val/accuracy", summary["val_accuracy"])
+                scores, extra = pretraining.scores(logits, truth, classes)
+                for name, value in scores.items():
+                    summary[f"val_{name}"] = value
+                    live.log_metric(f"val/{name}", value)
+                live.summary.update(extra)
             live.next_step()
             val_loss = summary.get("val_loss", summary["train_loss"])  # no validation split: the training loss
             if val_loss < best["val_loss"] or best["epoch"] < 0:

@@ -76,7 +76,7 @@ def metric_samples(table: Table, counts: np.ndarray) -> dict[str, np.ndarray]:
     union = pred + mask - inter
     iou = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
     pooled_num, pooled_den = 2 * (w @ inter), w @ (pred + mask)
-    with np.errstate(invalid="ignore"):  # no positives: Dice on positives is NaN, as in pneumo.metrics
+    with np.errstate(invalid="ignore"):  # no positives: Dice on positives is NaN, as in pneumo.core.metrics
         dice_positive = w[:, pos] @ table["dice"][pos] / w[:, pos].sum(1)
     return {
         "siim_dice": w @ table["dice"] / w.sum(1),

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo.core import inference, metrics, models, runtime
+from pneumo.core import inference, metrics, models, runtime, validation
 from pneumo.formats.prepared import load_prepared
 from pneumo.tasks import train_unet
 
 
 def criterion():
-    return train_unet.WeightedSum(train_unet.PIXEL_LOSSES["bce"](), 1.0, 1.0)
+    return validation.WeightedSum(validation.PIXEL_LOSSES["bce"](), 1.0, 1.0)
 
 
 def test_validation_loss_ranks_a_trained_model_above_an_untrained_one(tiny_siim):
@@ -31,8 +31,8 @@ def test_validation_loss_ranks_a_trained_model_above_an_untrained_one(tiny_siim)
     grid = ([0.5, 0.9], [0, 1000], [0.5])
     empty_score = metrics.dice_per_image(np.zeros_like(truth), truth).mean()
     assert metrics.tune_postprocess(untrained, truth, *grid)["score"] == empty_score  # tuned away
-    loss_untrained = train_unet.validation_loss(criterion(), untrained, truth)
-    loss_trained = train_unet.validation_loss(criterion(), trained, truth)
+    loss_untrained = validation.validation_loss(criterion(), untrained, truth)
+    loss_trained = validation.validation_loss(criterion(), trained, truth)
     assert loss_trained < loss_untrained - 0.3
 
 

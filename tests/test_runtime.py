@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo.core import data, loop, models, runtime
+from pneumo.core import data, loop, models, runtime, validation
 from pneumo.tasks import train_unet
 
 
@@ -21,7 +21,7 @@ def test_bf16_autocast_and_channels_last_train_the_same_model_as_fp32():
         torch.manual_seed(0)
         model = rt.prepare(models.build_unet(1))
         assert model.encoder.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
-        criterion = train_unet.WeightedSum(train_unet.PIXEL_LOSSES["bce"](), 1.0, 1.0)
+        criterion = validation.WeightedSum(validation.PIXEL_LOSSES["bce"](), 1.0, 1.0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         order = data.shuffled(data.Arrays(images, masks, np.arange(16)), seed=0)
         feed = data.loader(data.Arrays(images, masks, np.arange(16)), 8, order=order, train=True, rt=rt)
@@ -40,3 +40,16 @@ def test_runtime_uses_bf16_on_a_cpu_only_where_it_has_native_units():
     rt = runtime.start("cpu", amp=True, channels_last=True, local=runtime.LocalSettings(pin_memory=True))
     assert (rt.amp, rt.channels_last, rt.pin_memory) == (runtime.native_cpu_bf16(), False, False)
     assert not runtime.start("cpu", amp=False).amp
+
+
+def test_a_training_stage_runtime_comes_from_params_and_the_environment(monkeypatch):
+    """`runtime.from_params`: seeded by the run, the top-level params it names (and only those),
+    restart behaviour from PNEUMO_RESUME."""
+    p = {"device": "cpu", "deterministic": True, "amp": False, "channels_last": True, "compile": False}
+    assert set(p) == set(runtime.PARAMS)
+    monkeypatch.setenv("PNEUMO_RESUME", "0")
+    rt = runtime.from_params(p, 7)
+    assert torch.initial_seed() == 7 and np.random.get_state()[1][0] == np.random.RandomState(7).get_state()[1][0]
+    assert rt.device.type == "cpu" and not rt.amp and not rt.channels_last and rt.resume is False
+    with pytest.raises(KeyError):
+        runtime.from_params({k: v for k, v in p.items() if k != "amp"}, 7)

@@ -3,10 +3,12 @@
 # Both create .venv and install the project on first use (torch comes from local wheels).
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
-# dvc plots' page with the chart library inlined (plots.html_template in .dvc/config): offline charts
-PLOTS_TEMPLATE := .dvc/plots/offline.html
+# dvc plots' page with the chart libraries inlined (plots.html_template in .dvc/config): offline charts.
+# Committed, so a clone installed without make has it; written here only when missing (tests/test_plots.py
+# fails when it differs from what tools/plots_template.py writes with the pinned vl-convert-python)
+PLOTS_TEMPLATE := .dvc/offline_plots.html
 
-.PHONY: repro test test-fast lint
+.PHONY: repro test test-fast lint realdata
 
 # constraints.txt: the exact tested versions (pyproject.toml has ranges, for installing elsewhere)
 $(STAMP): pyproject.toml constraints.txt
@@ -14,8 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-$(PLOTS_TEMPLATE): tools/plots_template.py
-	python3 tools/plots_template.py $@
+$(PLOTS_TEMPLATE): | $(STAMP)
+	$(VENV)/bin/python tools/plots_template.py $@
 
 repro: $(STAMP) $(PLOTS_TEMPLATE)
 	. $(VENV)/bin/activate && dvc repro
@@ -28,3 +30,8 @@ test-fast: $(STAMP) $(PLOTS_TEMPLATE)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src stages tests benchmarks tools
+
+# the real samples the tests need, from their public sources (or ../shared/realdata when complete) into
+# data/realdata ($PNEUMO_REALDATA overrides); standard library only, so no venv is needed
+realdata:
+	$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3) tools/realdata.py

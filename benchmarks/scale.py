@@ -186,7 +186,7 @@ def stages(work: Path, py: str, train: bool) -> list[tuple[str, list[str]]]:
 def params_for(n: int, args) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["synthesize"].update(n_siim=n, n_test=n // 4, n_cxr14=n, size=args.file_size)
-    p["data"].update(siim_root="raw/siim", cxr14_root="raw/cxr14", image_size=args.image_size, workers=args.workers)
+    p["data"].update(siim_root="raw/siim", cxr14_root="raw/cxr14", image_size=args.image_size)
     p["predict_test"]["input_dir"] = "raw/siim/dicom-images-test"
     p["runs"] = [0]
     p["train_unet"].update(variants=["none"], max_epochs=1)
@@ -207,12 +207,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000], help="SIIM = CXR-14 films")
     parser.add_argument("--image-size", type=int, default=128, help="data.image_size (prepared, working size)")
     parser.add_argument("--file-size", type=int, default=512, help="synthesize.size (the files' resolution)")
-    parser.add_argument("--workers", type=int, default=2, help="data.workers (decoding processes)")
+    parser.add_argument("--workers", type=int, default=2, help="PNEUMO_DECODE_WORKERS (decoding processes)")
     parser.add_argument("--in-memory-mb", type=float, default=0, help="cluster_latents.in_memory_mb (0: streamed)")
     parser.add_argument("--work", type=Path, default=None, help="parent folder of the work folders (default: a temp)")
     parser.add_argument("--keep", action="store_true", help="keep the work folders (tens of GB at real sizes)")
     parser.add_argument("--train", action="store_true", help="also one epoch of each training stage")
     args = parser.parse_args()
+    os.environ["PNEUMO_DECODE_WORKERS"] = str(args.workers)  # the prepare stages below inherit it
     py = sys.executable
     parent = Path(tempfile.mkdtemp(prefix="pneumo-scale-", dir=args.work))
     results: dict[str, list[tuple[int, dict]]] = {}

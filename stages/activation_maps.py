@@ -3,11 +3,11 @@ pretraining head where it has one) on fixed test images, and the share of activa
 inside the dilated ground-truth mask on positive test images."""
 
 import argparse
-import logging
 from pathlib import Path
 
 from pneumo import params
 from pneumo.core import runtime
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.activation_maps import activation_maps
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", type=Path, required=True, help="PNG grid to write")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     runtime.seed_everything(p["seed"])

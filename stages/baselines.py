@@ -4,9 +4,9 @@ per_image.csv each, as `evaluate` writes for every U-Net: `all_empty`, and
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.baselines import baselines
 
 
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for <baseline>/per_image.csv")
     parser.add_argument("--metrics", type=Path, required=True, help="summary metrics JSON to write")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     summary = baselines(siim_dir=args.siim, out_dir=args.out, metrics_path=args.metrics)
     print(json.dumps({name: round(row["dice_positive"], 4) for name, row in summary.items()}))

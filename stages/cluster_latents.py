@@ -4,11 +4,11 @@ labels against chance (AMI with a permutation p-value; NMI, ARI, purity) beside 
 clustering baseline."""
 
 import argparse
-import logging
 from pathlib import Path
 
 from pneumo import params
 from pneumo.core import runtime
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.cluster_latents import cluster_latents
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="validation metrics JSON")
     parser.add_argument("--plots", type=Path, required=True, help="folder for the projection and label plots")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     runtime.seed_everything(args.seed)

@@ -3,11 +3,11 @@ split with the all-empty baseline beside it, write the thresholds and a model ca
 the weights, plus ROC/PR data and test overlays."""
 
 import argparse
-import logging
 from pathlib import Path
 
 from pneumo import params
 from pneumo.core import runtime
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.evaluate import evaluate
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     parser.add_argument("--plots", type=Path, required=True, help="folder for roc.json, pr.json, overlays.png")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     runtime.seed_everything(p["seed"])

@@ -3,10 +3,10 @@
 initialisation's encoder."""
 
 import argparse
-import logging
 from pathlib import Path
 
 from pneumo.core import runtime
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.init_encoder import init_encoder
 
 
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of `runs`)")
     parser.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     runtime.seed_everything(args.seed)
     init_encoder(out_path=args.out)

@@ -3,11 +3,11 @@
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from pneumo import params
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.predict_test import predict_test
 
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", type=Path, required=True, help="folder of the <variant>-<run> model folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     try:

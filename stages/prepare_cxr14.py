@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from pneumo import params
+from pneumo.formats.prepared import decode_workers
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.prepare_cxr14 import LeakageError, excluded_patients, leakage_map, prepare_cxr14
 
 
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--metrics", type=Path, required=True, help="counts as a DVC metrics file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     exclude, leakage = set(), {}
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         split=p["prepare_cxr14"]["split"],
         seed=p["seed"],
         strict=p["data"]["strict"],
-        workers=p["data"]["workers"],
+        workers=decode_workers(),  # the environment's: any count writes the same bytes
         exclude_patients=exclude,
         leakage=leakage,
     )

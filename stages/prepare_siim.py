@@ -3,10 +3,11 @@ into packed uint8 arrays + index.csv with a patient-level split."""
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from pneumo import params
+from pneumo.formats.prepared import decode_workers
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.prepare_siim import prepare_siim
 
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--metrics", type=Path, required=True, help="counts as a DVC metrics file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     counts = prepare_siim(
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         split=p["prepare_siim"]["split"],
         seed=p["seed"],
         strict=p["data"]["strict"],
-        workers=p["data"]["workers"],
+        workers=decode_workers(),  # the environment's: any count writes the same bytes
     )
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(counts, indent=1) + "\n")

@@ -3,11 +3,11 @@ CXR-14 as its registry entry says: the true labels (`labels`) or the run's pseud
 (`pseudo_labels`). The encoder and the head are saved apart; the U-Net loads only the encoder."""
 
 import argparse
-import logging
 from pathlib import Path
 
 from pneumo import params
 from pneumo.core import initialisations, runtime
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.pretrain_encoder import pretrain_encoder
 
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
     parser.add_argument("--checkpoint", type=Path, required=True, help="epoch checkpoint to resume from / write")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     rt = runtime.from_params(p, args.seed)

@@ -6,11 +6,11 @@ training ended, and the pseudo-labels against chance; and the headline numbers (
 metrics file) as metrics/headline.json."""
 
 import argparse
-import logging
 from pathlib import Path
 
 from pneumo import params
 from pneumo.core import initialisations
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.report import report
 
 BASELINES = ("all_empty", "location_prior")  # content-free: they never see an image
@@ -29,8 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, required=True, help="ablation JSON to write (every interval)")
     parser.add_argument("--md", type=Path, required=True, help="ablation Markdown report to write")
     parser.add_argument("--headline", type=Path, required=True, help="headline metrics JSON to write (DVC metrics)")
+    parser.add_argument(
+        "--charts", type=Path, required=True, help="folder for the review charts' data (dvc.yaml plots)"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_to_stderr()
 
     p = params.load()
     run_ids, variants = p["runs"], p["train_unet"]["variants"]
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         json_path=args.json,
         md_path=args.md,
         headline_path=args.headline,
+        charts_dir=args.charts,
     )
 
 

@@ -4,10 +4,10 @@ the real SIIM labels."""
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from pneumo import params
+from pneumo.progress import log_to_stderr
 from pneumo.tasks import synthesize
 
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
         "--location-map", type=Path, required=True, help="where real pneumothoraces lie (tools/location_map.py)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     summary = synthesize.synthesize(

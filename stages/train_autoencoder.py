@@ -3,11 +3,11 @@ read); saves the model, its encoder (for the `autoencoder` U-Net variant), per-e
 and a reconstruction grid."""
 
 import argparse
-import logging
 from pathlib import Path
 
 from pneumo import params
 from pneumo.core import runtime
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.train_autoencoder import train_autoencoder
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="epoch checkpoint to resume from / write")
     parser.add_argument("--reconstructions", type=Path, required=True, help="PNG grid: inputs over reconstructions")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     rt = runtime.from_params(p, args.seed)

@@ -3,11 +3,11 @@ prepared SIIM data from one run's encoder initialisation until its validation lo
 keeps the epoch with the lowest validation loss."""
 
 import argparse
-import logging
 from pathlib import Path
 
 from pneumo import params
 from pneumo.core import runtime
+from pneumo.progress import log_to_stderr
 from pneumo.tasks.train_unet import train_unet
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
     parser.add_argument("--checkpoint", type=Path, required=True, help="epoch checkpoint to resume from / write")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    log_to_stderr()
 
     p = params.load()
     rt = runtime.from_params(p, args.seed)

@@ -1,7 +1,8 @@
-"""Shared fixtures: the project root, the real dataset samples in ../shared/realdata (or
-$PNEUMO_REALDATA), a corpus of DICOMs in every transfer syntax written from them (with the
-writers of dicom_writers.py), and the helpers that set up tiny U-Net trainings (as fixtures
-returning the function, so test modules never import this file)."""
+"""Shared fixtures: the project root, the real dataset samples ($PNEUMO_REALDATA, else
+../shared/realdata beside the clone, else data/realdata from `make realdata`), a corpus of
+DICOMs in every transfer syntax written from them (with the writers of dicom_writers.py), and
+the helpers that set up tiny U-Net trainings (as fixtures returning the function, so test
+modules never import this file)."""
 
 import gzip
 import os
@@ -32,8 +33,20 @@ from pneumo.core import models
 from pneumo.tasks import prepare_siim
 
 ROOT = Path(__file__).resolve().parents[1]
-# .ci/run fails when this folder is missing, so CI never skips the tests that need it
-REALDATA = Path(os.environ.get("PNEUMO_REALDATA") or ROOT.parent / "shared" / "realdata")
+# where the real samples may be, in order (.ci/run looks in the same places, runs `make realdata`
+# when none holds them, and fails when that cannot fetch them, so CI never skips the tests)
+REALDATA_PLACES = [ROOT.parent / "shared" / "realdata", ROOT / "data" / "realdata"]
+
+
+def _realdata_folder() -> Path | None:
+    """$PNEUMO_REALDATA when set (it alone, found or not), else the first of REALDATA_PLACES
+    that holds the samples, else None."""
+    if os.environ.get("PNEUMO_REALDATA"):
+        return Path(os.environ["PNEUMO_REALDATA"])
+    return next((p for p in REALDATA_PLACES if (p / "siim" / "dicom-images-train").is_dir()), None)
+
+
+REALDATA = _realdata_folder()
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +58,12 @@ def root() -> Path:
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     """The real SIIM and CXR-14 samples; tests that need them skip on a clone without them."""
-    if not (REALDATA / "siim" / "dicom-images-train").is_dir():
+    if REALDATA is None or not (REALDATA / "siim" / "dicom-images-train").is_dir():
+        places = str(REALDATA) if REALDATA else " or ".join(str(p) for p in REALDATA_PLACES)
         pytest.skip(
-            f"real samples not found at {REALDATA}: put the project's shared/realdata folder beside the "
-            "clone (../shared/realdata), or point PNEUMO_REALDATA at a copy; see ../shared/realdata/README.md"
+            f"real samples not found at {places}: run `make realdata` (fetches them from their public "
+            "sources into data/realdata, or into $PNEUMO_REALDATA when set), put the project's shared/realdata "
+            "folder beside the clone, or point PNEUMO_REALDATA at a copy; see tools/realdata.py"
         )
     return REALDATA
 

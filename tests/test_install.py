@@ -1,9 +1,12 @@
 """A clone outside this machine: installable into an existing environment (ranges in
 pyproject.toml, exact tested pins in constraints.txt that `make` uses), and tests that
-need the real samples skip with a reason there, while CI refuses to run without them."""
+need the real samples skip with a reason there, while CI refuses to run without them; a clone
+installed with `pip install -e .` alone (no make) draws `dvc plots` offline."""
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -49,3 +52,35 @@ def test_tests_needing_real_samples_skip_with_a_reason(root, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "2 passed, 4 skipped" in proc.stdout  # two tests there need no real sample
     assert f"real samples not found at {tmp_path / 'nowhere'}" in proc.stdout and "PNEUMO_REALDATA" in proc.stdout
+
+
+def test_plots_render_offline_in_a_clone_installed_without_make(root, tmp_path):
+    # what a clone gets: every file git tracks or would add (no ignored, generated ones); the
+    # environment is this one, which `pip install -e .` alone makes, so no make step has run
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    clone = tmp_path / "clone"
+    for name in filter(None, listed):
+        if (root / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, clone / name)
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "plots")],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    page = (tmp_path / "plots" / "index.html").read_text(encoding="utf-8")
+    assert "window.vegaEmbed=" in page and not re.search(r"<script[^>]*\ssrc=", page)  # inlined, no CDN
+    specs = [json.loads(s) for s in re.findall(r"var spec = (\{.*?\});\s*vegaEmbed\(", page, re.S)]
+    assert specs, "no chart in the page"
+    for spec in specs:  # vega-lite 5 specs with their data inline, for the inlined vega-lite 5
+        assert spec["$schema"] == "https://vega.github.io/schema/vega-lite/v5.json" and spec["data"]["values"]

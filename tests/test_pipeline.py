@@ -5,6 +5,7 @@ download or phone-home in the pipeline would fail the test."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow  # every test here runs `dvc repro` on a fresh clo
 SMOKE = {
     "runs": [0, 1],  # two whole training chains: the report's seed-aware path
     "synthesize": {"n_siim": 40, "n_cxr14": 60, "size": 64},
-    "data": {"image_size": 32, "workers": 1},
+    "data": {"image_size": 32},
     "train_autoencoder": {"max_epochs": 1, "batch_size": 16},
     "pretrain_encoder": {"max_epochs": 1, "batch_size": 16},
     "train_unet": {"max_epochs": 2, "batch_size": 8},
@@ -31,10 +32,15 @@ OFFLINE = ["unshare", "-n"] if subprocess.run(["unshare", "-n", "true"], capture
 
 
 def run(cmd: list[str], cwd: Path, **env_vars: str) -> str:
+    return run_logged(cmd, cwd, **env_vars)[0]
+
+
+def run_logged(cmd: list[str], cwd: Path, **env_vars: str) -> tuple[str, str]:
+    """A command's stdout and stderr (where the stages log); it must succeed."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env_vars}
     proc = subprocess.run([*OFFLINE, *cmd], cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
+    return proc.stdout, proc.stderr
 
 
 def set_params(repo: Path, overrides: dict) -> None:
@@ -70,7 +76,10 @@ def repo(root, tmp_path_factory) -> Path:
 
 
 def test_default_pipeline_end_to_end(repo):
-    out = run(["dvc", "repro"], repo)
+    out, log = run_logged(["dvc", "repro"], repo)
+    # every training stage names where it runs; `auto` on a machine without a usable GPU says why
+    assert re.search(r"runtime: cpu \(\d+ threads.*\), 1 process, (bf16 autocast|fp32)", log)
+    assert "device auto: running on the CPU (" in log
     for stage in (
         "synthesize",
         "prepare_siim",
@@ -129,6 +138,10 @@ def test_default_pipeline_end_to_end(repo):
     # nothing changed: a second repro does nothing and the workspace is clean
     assert "Running stage" not in run(["dvc", "repro"], repo)
     assert "up to date" in run(["dvc", "status"], repo)
+    # where a run is placed (GPU, worker counts) is the environment's, not a param: nothing reruns
+    placed = {"CUDA_VISIBLE_DEVICES": "1", "PNEUMO_DECODE_WORKERS": "1", "PNEUMO_LOADER_WORKERS": "2"}
+    assert "up to date" in run(["dvc", "status"], repo, **placed)
+    assert "Running stage" not in run(["dvc", "repro"], repo, **placed)
 
 
 @pytest.mark.skipif(not OFFLINE, reason="unshare -n is not permitted here: the pipeline ran with network")

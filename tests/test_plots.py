@@ -1,8 +1,9 @@
 """`dvc plots show` / `dvc plots diff` draw their curves without network: the project's HTML
-template (written by `make` from npm's vega packages, tools/plots_template.py) carries the
-chart library inline. Checked in headless Chromium with DNS blocked, against DVC's own CDN
-page, which draws nothing there."""
+template (committed; written by tools/plots_template.py from the vega bundle vl-convert-python
+ships) carries the chart libraries inline. Checked in headless Chromium with DNS blocked, against
+DVC's own CDN page, which draws nothing there."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -11,20 +12,34 @@ from pathlib import Path
 import cv2
 import pytest
 
-TEMPLATE = Path(".dvc") / "plots" / "offline.html"
+TEMPLATE = Path(".dvc") / "offline_plots.html"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_template_is_configured_and_inlines_the_chart_library(root):
+def test_template_is_configured_and_inlines_the_chart_libraries(root):
     template = root / TEMPLATE
-    assert template.is_file(), f"{template} missing: `make` writes it (python tools/plots_template.py {TEMPLATE})"
-    page = template.read_text()
+    assert template.is_file(), f"{template} missing: python tools/plots_template.py {TEMPLATE}"
+    page = template.read_text(encoding="utf-8")
     assert "{plot_divs}" in page and "{scripts}" not in page  # DVC's CDN tags are never inserted
-    assert "<script src" not in page and "cdn.jsdelivr" not in page
-    for library in ("vega@5.20.2", "vega-lite@5.2.0", "vega-embed@6.18.2"):
-        assert f"/* {library} */" in page
+    assert not re.search(r"<script[^>]*\ssrc=", page) and "cdn.jsdelivr" not in page
+    for library in ("vega", "vega-lite", "vega-embed"):
+        assert re.search(rf"\b{library}@\d+\.\d+", page), f"{library} is not named in the template"
+    for name in ("vegaEmbed", "vega", "vegaLite"):  # the globals DVC's chart divs call
+        assert f"window.{name}=" in page
     config = (root / ".dvc" / "config").read_text()
-    assert "html_template = plots/offline.html" in config
+    assert f"html_template = {TEMPLATE.name}" in config  # relative to .dvc/
+
+
+def test_committed_template_is_what_the_pinned_bundle_writes(root, tmp_path):
+    # the page is committed (a `pip install -e .` runs no code to write it): it must not go stale
+    written = tmp_path / "offline_plots.html"
+    subprocess.run([sys.executable, str(root / "tools" / "plots_template.py"), str(written)], check=True)
+    assert written.read_bytes() == (root / TEMPLATE).read_bytes(), (
+        f"{TEMPLATE} differs from what the installed vl-convert-python bundles: "
+        f"python tools/plots_template.py {TEMPLATE}, then commit it"
+    )
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(TEMPLATE)], cwd=root)
+    assert ignored.returncode == 1, f"{TEMPLATE} is ignored by git, so a clone would lack it"
 
 
 def git(cwd: Path, *args: str) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -24,9 +25,9 @@ from pydicom.uid import (
 )
 
 from pneumo.cli import main
-from pneumo.core import inference, runtime
-from pneumo.core.predict import PredictError
-from pneumo.formats import prepared, rle
+from pneumo.core import data, inference, metrics, runtime
+from pneumo.core.predict import PAD_VALUE, PredictError, film_area, letterbox, load_model, unletterbox
+from pneumo.formats import dicom, prepared, rle
 from pneumo.tasks import predict_test, train_unet
 
 PNEUMO = [sys.executable, "-m", "pneumo.cli"]
@@ -293,7 +294,8 @@ def test_predict_model_and_device_errors_exit_2(model_dir, real_dicoms, tmp_path
         assert _predict(folder, tmp_path / "s.csv", real_dicoms[0]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(folder) in err[0] and needle in err[0], err
-    for device, needle in (("cuda:7", "CUDA device(s)"), ("gpu", "not a device")):
+    cuda_needle = "CUDA device(s)" if torch.cuda.is_available() else "CUDA is unusable here"  # and why
+    for device, needle in (("cuda:7", cuda_needle), ("gpu", "not a device")):
         code = main(
             [
                 "predict",
@@ -412,3 +414,176 @@ def test_predict_test_predicts_with_the_chosen_run(model_dir, real_dicoms, tmp_p
     _evaluation(evaluations, "none-0", 0.9, 0.1)  # the best run has no model folder
     with pytest.raises(PredictError, match=r"^predict_test: .*none-0: no such model folder"):
         predict_test.predict_test(**job, out_dir=tmp_path / "none", strict=True)
+
+
+# Letterboxing: films of any shape keep their proportions on the model's square grid, and the
+# mask comes back in the film's own rows x columns.
+
+
+def _write_film(path: Path, pixels: np.ndarray, uid: str) -> None:
+    dicom.write_jpeg_dicom(
+        path,
+        pixels,
+        study_uid=f"{uid}.1",
+        series_uid=f"{uid}.2",
+        sop_uid=uid,
+        patient_id="letterbox",
+        view_position="PA",
+        pixel_spacing_mm=0.5,
+    )
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300)], ids=["portrait", "landscape"])
+def test_predict_keeps_a_non_square_film_in_its_own_grid(real_dicoms, model_dir, tmp_path, shape):
+    """A 300 x 200 film (and 200 x 300) of a real chest: with the tuned thresholds its mask
+    decodes at the film's rows x columns and its overlay has the film's shape. Thresholds that
+    call every pixel positive, with min_area the model pixels that hold the film, give exactly
+    the whole film (nothing lost to, or shifted by, the padding); one pixel more gives nothing:
+    the padding counts nothing towards min_area, which counts model pixels."""
+    rows, cols = shape
+    chest = prepared.resize(dicom.read_image(real_dicoms[0]), 300)
+    top, left = (300 - rows) // 2, (300 - cols) // 2
+    film = np.ascontiguousarray(chest[top : top + rows, left : left + cols])
+    uid = "1.2.826.0.1.3680043.10.1234.98.1"
+    _write_film(tmp_path / "in" / "film.dcm", film, uid)
+    size = int(load_model(model_dir, torch.device("cpu"))[1]["image_size"])
+    inside = int(film_area(shape, size).sum())
+    masks = {}
+    for name, min_area in (("tuned", None), ("film", inside), ("beyond", inside + 1)):
+        model = model_dir
+        if min_area is not None:
+            model = tmp_path / name
+            shutil.copytree(model_dir, model)
+            (model / "postprocess.json").write_text(json.dumps({"top": 0.0, "min_area": min_area, "bottom": 0.0}))
+        out = tmp_path / f"{name}.csv"
+        assert _predict(model, out, tmp_path / "in", extra=["--overlays", str(tmp_path / f"{name}-overlays")]) == 0
+        table = rle.read_csv(out)
+        assert list(table.rles) == [uid]
+        (text,) = table.rles[uid]
+        masks[name] = rle.decode(text, rows, cols)
+        assert masks[name].shape == shape
+        picture = cv2.imread(str(tmp_path / f"{name}-overlays" / f"{uid}.png"))
+        assert picture.shape == (rows, cols, 3)  # under OVERLAY_SIZE: the film's own size
+    assert masks["film"].all() and not masks["beyond"].any()
+
+
+# (film shape, model size) -> the model rows and columns that hold any of the film
+FILM_AREA = {
+    "square": ((256, 256), 32, (0, 32), (0, 32)),
+    "portrait": ((300, 200), 32, (0, 32), (5, 27)),  # film columns 50-249: model 5.33-26.67
+    "landscape": ((200, 300), 32, (5, 27), (0, 32)),
+    "odd padding": ((301, 200), 32, (0, 32), (5, 27)),  # 50 before, 51 after: model 5.32-26.58
+    "aligned": ((300, 180), 100, (0, 100), (20, 80)),  # scale 3, padding 60 = 20 model pixels
+    "thin": ((1024, 256), 32, (0, 32), (12, 20)),
+    "upsized": ((20, 10), 32, (0, 32), (8, 24)),
+}
+
+
+@pytest.mark.parametrize("case", FILM_AREA)
+def test_film_area_marks_the_model_pixels_that_hold_the_film(case):
+    shape, size, (top, bottom), (left, right) = FILM_AREA[case]
+    expected = np.zeros((size, size), bool)
+    expected[top:bottom, left:right] = True
+    assert np.array_equal(film_area(shape, size), expected)
+
+
+# film shape -> the letterboxed square's columns (or rows) at the model size = the longer side
+PADDING = {
+    "even": ((6, 4), [0, 1, 1, 1, 1, 0]),
+    "odd: the extra pixel after": ((6, 3), [0, 1, 1, 1, 0, 0]),
+    "landscape": ((3, 6), [0, 1, 1, 1, 0, 0]),
+    "square": ((6, 6), [1, 1, 1, 1, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("case", PADDING)
+def test_letterbox_pads_the_shorter_side_symmetrically_with_black(case):
+    shape, line = PADDING[case]
+    grid = letterbox(np.full(shape, 200, np.uint8), 6)
+    across = grid if shape[0] >= shape[1] else grid.T  # the padded axis along each row
+    assert PAD_VALUE == 0 and np.array_equal(across, np.tile(np.where(line, 200, 0), (6, 1)))
+
+
+# film shape -> rectangles (rows, columns, end excluded) on 3 x 3 blocks: inside, against the
+# padding, against a padded side's far edge
+ALIGNED = {
+    "portrait": ((300, 180), [(30, 90, 60, 120), (150, 270, 0, 36), (210, 240, 171, 180)]),
+    "landscape": ((180, 300), [(60, 120, 30, 90), (0, 36, 150, 270), (171, 180, 210, 240)]),
+}
+
+
+@pytest.mark.parametrize("case", ALIGNED)
+def test_letterbox_round_trip_is_exact_along_edges(case):
+    """Rectangles on a film that the model grid shrinks by exactly 3, padded by whole model
+    pixels (60 = 20): letterboxed, the film sits centred between black bars at its block means;
+    mapped back (bilinear, >= 0.5) every edge is where it was, those against the padding too.
+    Only each rectangle's 4 corner pixels drop: bilinear weights there are (2/3)^2 = 4/9 < 1/2,
+    the rounding `predict` has always given square films' corners."""
+    shape, rects = ALIGNED[case]
+    mask = np.zeros(shape, np.uint8)
+    corners = set()
+    for r0, r1, c0, c1 in rects:
+        mask[r0:r1, c0:c1] = 1
+        corners |= {(r0, c0), (r0, c1 - 1), (r1 - 1, c0), (r1 - 1, c1 - 1)}
+    grid = letterbox(mask * 255, 100)
+    inside = film_area(shape, 100)
+    assert grid.shape == (100, 100) and (grid[~inside] == PAD_VALUE).all()
+    assert np.array_equal(grid[inside].reshape(shape[0] // 3, shape[1] // 3), mask[::3, ::3] * 255)
+    back = unletterbox(grid.astype(np.float32) / 255, shape) >= 0.5
+    assert {tuple(map(int, rc)) for rc in np.argwhere(back != mask.astype(bool))} == corners
+
+
+@pytest.mark.parametrize(
+    "shape, size", [((301, 200), 32), ((200, 301), 32), ((301, 200), 64), ((1024, 256), 32), ((300, 200), 512)]
+)
+def test_letterbox_round_trip_of_any_mask_within_one_model_pixel(shape, size):
+    """A tilted ellipse off centre, any shape and size, odd padding: back in the film's grid,
+    every pixel that changed lies within one model pixel (side / size film pixels) of the
+    mask's edge, since the model grid holds nothing finer, and the centroid moves by under half
+    a film pixel: no shift, e.g. from padding split unevenly or cut on the model grid."""
+    mask = np.zeros(shape, np.uint8)
+    cv2.ellipse(mask, (shape[1] // 2 - 5, shape[0] // 2 + 7), (shape[1] // 3, shape[0] // 3), 20, 0, 360, 1, -1)
+    back = (unletterbox(letterbox(mask * 255, size).astype(np.float32) / 255, shape) >= 0.5).astype(np.uint8)
+    one = -(-max(shape) // size)
+    kernel = np.ones((2 * one + 1, 2 * one + 1), np.uint8)
+    assert (back <= cv2.dilate(mask, kernel)).all() and (back >= cv2.erode(mask, kernel)).all()
+    shift = np.array(np.nonzero(back)).mean(1) - np.array(np.nonzero(mask)).mean(1)
+    assert np.abs(shift).max() < 0.5
+
+
+@pytest.mark.parametrize("n, size", [(1024, 32), (256, 32), (64, 64), (20, 32)])
+def test_square_films_are_not_letterboxed(n, size):
+    """A square film is padded by nothing: the model sees `prepared.resize` of it and the mask
+    comes back by the bilinear resize `predict` used before letterboxing, to the byte."""
+    film = np.random.default_rng(n).integers(0, 256, (n, n), dtype=np.uint8)
+    assert np.array_equal(letterbox(film, size), prepared.resize(film, size))
+    grid = np.random.default_rng(size).random((size, size)).astype(np.float32)
+    assert unletterbox(grid, (n, n)).tobytes() == cv2.resize(grid, (n, n), interpolation=cv2.INTER_LINEAR).tobytes()
+    assert film_area((n, n), size).all()
+
+
+def test_square_films_predict_as_before_letterboxing(dicom_corpus, real_dicoms, model_dir, tmp_path):
+    """The rows of square films (the real 1024 px films, the corpus's 256 px crops) are those of
+    the engine before letterboxing: resize, model, post-processing on the model grid, bilinear
+    resize of the mask to the film. The predict_test stage's output depends on it."""
+    corpus, _, _ = dicom_corpus
+    files = [*real_dicoms[:4], corpus / "8bit-1.2.840.10008.1.2.1.dcm", corpus / "monochrome1-window.dcm"]
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    out = tmp_path / "s.csv"
+    # one film a batch, as computed below: a batch's other films cannot move a float bit
+    assert _predict(model_dir, out, *[tmp_path / f.name for f in files], extra=["--batch-size", "1"]) == 0
+    model, meta, post = load_model(model_dir, torch.device("cpu"))
+    size = int(meta["image_size"])
+    expected = {}
+    for f in files:
+        film = dicom.read_dicom(f)
+        with torch.no_grad():
+            small = torch.from_numpy(prepared.resize(film.pixels, size)[None])
+            probs = torch.sigmoid(model(data.to_input(small))).float().numpy()[:, 0]
+        (mask,) = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
+        h, w = film.pixels.shape
+        full = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+        expected[film.image_id] = rle.encode(full)
+    rows = dict(line.split(",") for line in out.read_text().splitlines()[1:])
+    assert rows == expected and any(v != "-1" for v in rows.values())

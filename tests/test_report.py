@@ -492,3 +492,30 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path):
     head = json.loads((tmp_path / "m" / "h.json").read_text())
     assert list(head) == ["none", "labels", "all_empty", "location_prior", "clustering"]
     assert "called on dice_positive: labels" in proc.stderr
+
+
+def test_review_chart_data_covers_every_variant_and_run(tmp_path):
+    """forest.json mirrors the ablation's differences; Dice by size averages the runs of each
+    variant per quartile of true mask area; the curves average the runs that reached an epoch."""
+    study = make_study(tmp_path, [0, 1, 2])
+    for variant, summaries in study["training"].items():  # per-epoch losses beside each training summary
+        for r, summary in enumerate(summaries):
+            tsv = Path(summary).parent / "plots" / "metrics" / "val" / "loss.tsv"
+            tsv.parent.mkdir(parents=True, exist_ok=True)
+            epochs = 3 + r  # runs stop at different epochs
+            tsv.write_text("step\tloss\n" + "".join(f"{e}\t{1.0 / (e + 1) + r * 0.1}\n" for e in range(epochs)))
+    saved = run_report(tmp_path, study, charts_dir=tmp_path / "charts")
+    forest = json.loads((tmp_path / "charts" / "forest.json").read_text())
+    assert {(r["variant"], r["metric"]) for r in forest} == {(v, m) for v in saved["vs_none"] for m in report.METRICS}
+    for row in forest:
+        assert row["diff"] == saved["vs_none"][row["variant"]][row["metric"]]["diff"]
+        assert row["primary"] == (row["metric"] == "dice_positive")
+    sizes = json.loads((tmp_path / "charts" / "dice_by_size.json").read_text())
+    assert {r["variant"] for r in sizes} == set(study["runs"]) and len(sizes) == 4 * report.SIZE_BINS
+    assert sum(r["images"] for r in sizes if r["variant"] == "none") == saved["test_positive"]
+    assert all(r["low"] <= r["dice_positive"] <= r["high"] for r in sizes)
+    loss = json.loads((tmp_path / "charts" / "val_loss.json").read_text())
+    none = {r["epoch"]: r for r in loss if r["variant"] == "none"}
+    assert sorted(none) == [0, 1, 2, 3, 4] and [none[e]["runs"] for e in range(5)] == [3, 3, 3, 2, 1]
+    assert none[0]["mean"] == pytest.approx(1.1) and (none[0]["low"], none[0]["high"]) == (1.0, 1.2)
+    assert json.loads((tmp_path / "charts" / "train_loss.json").read_text()) == []  # no such curves logged

@@ -2,6 +2,8 @@
 `runtime.start`, `amp` (bf16 autocast) for CUDA and CPUs with native bf16; here the same code
 runs on CPU with both forced on, so the GPU path is exercised without a GPU."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -53,3 +55,19 @@ def test_a_training_stage_runtime_comes_from_params_and_the_environment(monkeypa
     assert rt.device.type == "cpu" and not rt.amp and not rt.channels_last and rt.resume is False
     with pytest.raises(KeyError):
         runtime.from_params({k: v for k, v in p.items() if k != "amp"}, 7)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a usable GPU: nothing to refuse")
+def test_cuda_where_it_is_unusable_is_a_one_line_error_and_auto_warns(caplog):
+    """`device: cuda` never falls back to the CPU in silence; `auto` says why it did."""
+    problem = runtime.cuda_problem()
+    assert problem and "\n" not in problem and torch.__version__ in problem
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(RuntimeError, match=f"device '{name}': CUDA is unusable here: torch ") as error:
+            runtime.device_from(name)
+        assert "\n" not in str(error.value)
+    with caplog.at_level("INFO", logger="pneumo.core.runtime"):
+        assert runtime.device_from("auto").type == "cpu"
+        runtime.start("cpu", amp=True)
+    assert f"device auto: running on the CPU ({problem})" in caplog.text
+    assert re.search(r"runtime: cpu \(\d+ threads.*\), 1 process, (bf16 autocast|fp32), 0 loader workers", caplog.text)

@@ -1,8 +1,9 @@
 """Progress that reaches the logs: a tqdm bar when a person watches a terminal, else a log
 line every `every` seconds and one at the end, so `dvc queue logs`, `dvc exp run` in the
 background and batch-job logs show how far a long loop has got. Under torchrun only the
-main process reports. Beside the layers (like `pneumo.params`), so the prepare stages use it
-without importing torch."""
+main process reports. Also the one logging setup of every stage (`log_to_stderr`: timed
+lines). Beside the layers (like `pneumo.params`), so the prepare stages use it without
+importing torch."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ from tqdm import tqdm
 T = TypeVar("T")
 log = logging.getLogger("pneumo.progress")
 EVERY_SECONDS = 30.0
+LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"  # e.g. 2026-12-01 10:31:35 pneumo.core.loop: none-0 epoch 3: ...
+
+
+def log_to_stderr() -> None:
+    """Every stage's logging: INFO and up to stderr, each line with its date and time."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
 
 
 def progress(

@@ -10,6 +10,12 @@ Unreadable or refused files are reported and skipped; every other image still ge
 Files that share an ImageId are decoded before they are compared, so a broken copy claims
 nothing: identical images are predicted once (the others go to OUT.duplicates.csv), and
 different images under one UID are all refused, since one row cannot say which is right.
+
+Films of any shape are letterboxed, never squashed: the film is padded with black to a square
+(the shorter side, symmetrically) and that square resized to the model's size, so anatomy keeps
+its proportions; the mask is mapped back by the inverse (resize to the square, cut the padding
+off), so it lies in the film's own rows x columns. A square film is padded by nothing: the same
+code path, the same bytes as before letterboxing existed.
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ from pneumo.progress import progress
 log = logging.getLogger(__name__)
 
 OVERLAY_SIZE = 512  # overlay PNGs are downsized to this width for the contact sheet
+# Letterbox padding, in the 8-bit display values `to_input` scales: black, what lies beyond the
+# patient on a radiograph (air, unexposed margins), so padding looks like the borders the model
+# was trained on. Checked on the 10 real SIIM samples: in their outer 20 px (left, right, top)
+# the 10th percentile is 0-19 of 255 on 9 films and the median 7-83 on 8 (whole films: 109-185);
+# one film has a bright processed border (median 174), no reason to pad every film grey.
+PAD_VALUE = 0
 
 
 class PredictError(ValueError):
@@ -163,6 +175,8 @@ def device_of(name: str) -> torch.device:
     try:
         dev = runtime.device_from(name)
     except RuntimeError as e:
+        if name.startswith("cuda"):  # CUDA unusable here: runtime says why (build, driver)
+            raise PredictError(f"--device {name}: {e}") from None
         raise PredictError(f"--device {name}: not a device (auto, cpu, cuda or cuda:N): {e}") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count()
@@ -204,12 +218,17 @@ def predict(
         writer.writerow(["ImageId", "EncodedPixels"])
         batches = -(-len(identified) // batch_size)
         for batch in progress(_batches(identified, batch_size, errors), "predict", total=batches):
-            small = torch.from_numpy(np.stack([resize(r.pixels, size) for r in batch]))
+            small = torch.from_numpy(np.stack([letterbox(r.pixels, size) for r in batch]))
             probs = torch.sigmoid(model(data.to_input(small).to(dev))).float().cpu().numpy()[:, 0]
+            for radiograph, p in zip(batch, probs, strict=False):
+                # padding holds no finding and counts nothing towards min_area: 0 exceeds no threshold
+                p[~film_area(radiograph.pixels.shape, size)] = 0
+            # post-processed on the model grid, where the thresholds were tuned: min_area counts model
+            # pixels, which scale a letterboxed film by its longer side as they scale a square film
             masks = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
             for radiograph, mask in zip(batch, masks, strict=False):
-                h, w = radiograph.pixels.shape
-                full = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+                # the mask, not the probabilities, goes back to the film (bilinear, >= 0.5), as always
+                full = unletterbox(mask.astype(np.float32), radiograph.pixels.shape) >= 0.5
                 writer.writerow([radiograph.image_id, rle.encode(full)])
                 sources.append((radiograph.image_id, str(radiograph.path)))
                 if overlays_dir:
@@ -227,6 +246,45 @@ def predict(
     if overlays_dir:
         _contact_sheet(overlays_dir, shown, model_dir)
     return done, sorted(errors)
+
+
+def _pads(shape: tuple[int, int]) -> tuple[int, tuple[tuple[int, int], tuple[int, int]]]:
+    """(side of the square, ((top, bottom), (left, right)) padding) that letterboxes a film of
+    `shape` (rows, columns); the odd pixel, if any, goes after."""
+    side = max(shape)
+    top, left = ((side - n) // 2 for n in shape)
+    return side, ((top, side - shape[0] - top), (left, side - shape[1] - left))
+
+
+def letterbox(pixels: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 film of any shape -> size x size uint8, its aspect ratio kept: padded with
+    PAD_VALUE to a square on the shorter side (symmetrically), then resized by `prepared.resize`
+    (exact area averaging when shrinking, so the same bytes on every CPU). Padding before
+    resizing keeps both axes on one scale (side -> size); a square film is padded by nothing."""
+    _, pads = _pads(pixels.shape)
+    return resize(np.pad(pixels, pads, constant_values=PAD_VALUE), size)
+
+
+def unletterbox(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A float map on the model's square grid (as `letterbox` made it) -> the film's `shape`
+    (rows, columns): bilinear resize to the padded square, then the padding cut off. Cutting in
+    the film's grid, where the padding is whole pixels, is the exact inverse of `letterbox`'s
+    geometry; cutting on the model grid first would shift the map by up to half a model pixel.
+    For a square film this is the bilinear resize to its size that `predict` always did."""
+    side, ((top, _), (left, _)) = _pads(shape)
+    square = cv2.resize(grid, (side, side), interpolation=cv2.INTER_LINEAR)
+    return square[top : top + shape[0], left : left + shape[1]]
+
+
+def film_area(shape: tuple[int, int], size: int) -> np.ndarray:
+    """Bool size x size: the model pixels of a letterboxed film of `shape` that hold any of the
+    film (those partly padding included); all of them for a square film."""
+    side, ((top, _), (left, _)) = _pads(shape)
+    inside = np.zeros((size, size), bool)
+    rows = slice(top * size // side, -(-(top + shape[0]) * size // side))
+    cols = slice(left * size // side, -(-(left + shape[1]) * size // side))
+    inside[rows, cols] = True
+    return inside
 
 
 def _write_overlay(folder: Path, radiograph: dicom.Radiograph, mask: np.ndarray) -> None:

@@ -10,6 +10,8 @@ invalidates a trained model:
     PNEUMO_LOADER_WORKERS   DataLoader worker processes per training process (default 0)
     PNEUMO_PIN_MEMORY       page-locked host batches on CUDA, 0 or 1 (default 1)
     PNEUMO_RESUME           resume a killed training stage from its epoch checkpoint, 0 or 1 (default 1)
+    CUDA_VISIBLE_DEVICES    which GPU(s) a run uses (CUDA's own variable; `device` says only cpu/cuda)
+    PNEUMO_DECODE_WORKERS   decoding processes of the prepare stages (formats.prepared.decode_workers)
 
 Where the training processes run (one node or several) is set by `pneumo.launch`'s
 variables (PNEUMO_NNODES, PNEUMO_RDZV_ENDPOINT, ...), also result-neutral.
@@ -17,6 +19,7 @@ variables (PNEUMO_NNODES, PNEUMO_RDZV_ENDPOINT, ...), also result-neutral.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from contextlib import nullcontext
@@ -28,11 +31,47 @@ from torch import nn
 
 from pneumo.core import dist
 
+log = logging.getLogger(__name__)
+
+
+def cuda_problem() -> str | None:
+    """Why CUDA cannot be used in this process (one line), or None when it can: a CPU-only
+    torch build, no GPU or driver, or a driver older than the CUDA this torch was built for."""
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()
+        reason = "no GPU visible (CUDA_VISIBLE_DEVICES?)"
+    except Exception as e:  # torch's own reason: no driver, driver too old, no device
+        reason = " ".join(str(e).split()).split(". ")[0]
+        reason = reason[:1].lower() + reason[1:]
+    return f"torch {torch.__version__} is built for CUDA {torch.version.cuda}, but {reason}"
+
 
 def device_from(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """The device a param names: `auto` is CUDA when usable, else the CPU with a warning that
+    says why; `cuda` (or `cuda:N`) where CUDA is unusable is an error that says why, never a
+    silent CPU run. Logs the device (with the GPU's name)."""
+    if name == "auto" or name.startswith("cuda"):
+        problem = cuda_problem()
+        if problem and name != "auto":
+            raise RuntimeError(f"device {name!r}: CUDA is unusable here: {problem}")
+        if problem:
+            log.warning(f"device auto: running on the CPU ({problem})")
+        name = "cpu" if problem else "cuda" if name == "auto" else name
+    device = torch.device(name)
+    log.info(f"device: {describe(device)}")
+    return device
+
+
+def describe(device: torch.device) -> str:
+    """`cuda:0 (NVIDIA H200)` or `cpu (2 threads, bf16 units)`."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    units = ", bf16 units" if native_cpu_bf16() else ""
+    return f"cpu ({torch.get_num_threads()} threads{units})"
 
 
 @dataclass(frozen=True)
@@ -111,9 +150,16 @@ def start(
     dev = dist.start(device_from(device))
     cuda = dev.type == "cuda"
     amp = amp and (cuda or native_cpu_bf16())
-    return Runtime(
+    rt = Runtime(
         dev, amp, channels_last and cuda, compile, local.loader_workers, local.pin_memory and cuda, local.resume
     )
+    if dist.is_main():
+        processes = dist.world()
+        log.info(
+            f"runtime: {describe(dev)}, {processes} process{'es' if processes > 1 else ''}, "
+            f"{'bf16 autocast' if amp else 'fp32'}, {rt.workers} loader workers per process"
+        )
+    return rt
 
 
 PARAMS = ("device", "deterministic", "amp", "channels_last", "compile")  # what `from_params` reads

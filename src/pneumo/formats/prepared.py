@@ -25,6 +25,18 @@ log = logging.getLogger(__name__)
 SMALL_MASK_PIXELS = 4  # a positive mask below this many pixels at the working size is counted apart
 
 
+def decode_workers(env: dict[str, str] | None = None) -> int:
+    """How many processes the prepare stages decode with: $PNEUMO_DECODE_WORKERS, else one per
+    CPU core. An environment variable, not a param: the output is the same for any count, so
+    setting it never reruns a stage. A malformed value is an error naming the variable."""
+    text = (os.environ if env is None else env).get("PNEUMO_DECODE_WORKERS", "").strip()
+    if not text:
+        return os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"PNEUMO_DECODE_WORKERS={text!r}: expected a whole number >= 1")
+    return int(text)
+
+
 class PrepareError(RuntimeError):
     """Raised in strict mode when any input was bad; lists every problem."""
 

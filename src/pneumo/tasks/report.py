@@ -533,6 +533,100 @@ def headline(summary: dict) -> dict:
     return out
 
 
+SIZE_BINS = 4  # lesion-size bins of the Dice-by-size chart: quartiles of the positive test images' mask area
+CURVES = ("val/loss", "val/dice_positive", "val/siim_dice", "train/loss")  # per-epoch curves over all runs
+
+
+def forest(summary: dict) -> list[dict]:
+    """The forest plot's rows: each variant's difference from `none` per metric, with its
+    seed-aware interval, whether the metric is the primary one, and the Holm verdict."""
+    primary = summary["primary"]
+    return [
+        {
+            "variant": variant,
+            "metric": metric,
+            "diff": row[metric]["diff"],
+            "low": row[metric]["low"],
+            "high": row[metric]["high"],
+            "primary": metric == primary,
+            "called": bool(row["holm"]["called"]) if metric == primary else False,
+        }
+        for variant, row in summary["vs_none"].items()
+        for metric in METRICS
+        if row[metric]["diff"] is not None
+    ]
+
+
+def dice_by_size(runs: dict[str, list[Table]], bins: int = SIZE_BINS) -> list[dict]:
+    """Dice on the positive test images by lesion size: the positives cut into `bins` equal
+    groups by true mask area (the same images for every variant), per variant the mean over
+    runs of each run's mean Dice in the group, and the lowest and highest run."""
+    first = next(iter(runs.values()))[0]
+    positive = first["has_pneumothorax"]
+    area = first["mask_pixels"][positive]
+    if not len(area):
+        return []
+    edges = np.quantile(area, np.linspace(0, 1, bins + 1))
+    group = np.clip(np.searchsorted(edges, area, side="right") - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = group == b
+        if not members.any():
+            continue
+        low_px, high_px = int(area[members].min()), int(area[members].max())
+        label = f"{b + 1}: {low_px}-{high_px} px"
+        for variant, tables in runs.items():
+            per_run = [float(t["dice"][positive][members].mean()) for t in tables]
+            rows.append(
+                {
+                    "variant": variant,
+                    "size": label,
+                    "dice_positive": _number(np.mean(per_run)),
+                    "low": _number(min(per_run)),
+                    "high": _number(max(per_run)),
+                    "images": int(members.sum()),
+                }
+            )
+    return rows
+
+
+def curves(training_dirs: dict[str, list[Path]], quantity: str) -> list[dict]:
+    """One per-epoch curve over all runs of each variant: at each epoch the mean of the runs
+    that reached it, the lowest and highest, and how many runs (runs stop at their plateau)."""
+    rows = []
+    for variant, dirs in training_dirs.items():
+        by_epoch: dict[int, list[float]] = {}
+        for folder in dirs:
+            tsv = Path(folder) / "plots" / "metrics" / f"{quantity}.tsv"
+            if not tsv.exists():
+                continue
+            for line in tsv.read_text().splitlines()[1:]:
+                step, value = line.split("\t")[:2]
+                by_epoch.setdefault(int(step), []).append(float(value))
+        for epoch, values in sorted(by_epoch.items()):
+            rows.append(
+                {
+                    "variant": variant,
+                    "epoch": epoch,
+                    "mean": _number(np.mean(values)),
+                    "low": _number(min(values)),
+                    "high": _number(max(values)),
+                    "runs": len(values),
+                }
+            )
+    return rows
+
+
+def write_charts(folder: Path, summary: dict, runs: dict[str, list[Table]], training_dirs: dict[str, list[Path]]):
+    """The review charts' data (drawn by the templates in .dvc/plots/, see dvc.yaml `plots`):
+    forest.json, dice_by_size.json and one curve file per quantity (`val_loss.json`, ...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    charts = {"forest": forest(summary), "dice_by_size": dice_by_size(runs)}
+    charts |= {q.replace("/", "_"): curves(training_dirs, q) for q in CURVES}
+    for name, rows in charts.items():
+        (folder / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def report(
     *,
     runs: dict[str, list[Path]],
@@ -547,13 +641,16 @@ def report(
     md_path: Path,
     headline_path: Path,
     upstream: dict[str, Path] | None = None,
+    charts_dir: Path | None = None,
 ) -> dict:
     """Read the per-image CSVs (runs: variant -> one CSV per run, in the order of `run_ids`;
     baselines: name -> CSV), the U-Nets' training summaries (same layout as `runs`), the
     pseudo-label validation of every run (cluster_latents' JSON, one per run) and the summaries
     of the training that made the encoders (`upstream`: a name such as `train_autoencoder@0` ->
     its dvclive metrics.json), check that the CSVs share their images, and write the ablation
-    JSON and Markdown and the headline."""
+    JSON and Markdown, the headline and (to `charts_dir`) the review charts' data: the forest
+    plot, Dice by lesion size and the training curves over all runs (read beside each U-Net's
+    training summary)."""
     paths = [p for ps in runs.values() for p in ps] + list(baselines.values())
     if not paths or any(not ps for ps in runs.values()):
         raise ValueError("report needs at least one CSV per variant")
@@ -577,6 +674,9 @@ def report(
     json_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     md_path.write_text(markdown(summary))
     headline_path.write_text(json.dumps(headline(summary), indent=1) + "\n")
+    if charts_dir is not None:
+        run_tables = {v: [tables[Path(p)] for p in ps] for v, ps in runs.items()}
+        write_charts(charts_dir, summary, run_tables, {v: [Path(p).parent for p in ps] for v, ps in training.items()})
     called = [v for v, row in summary["vs_none"].items() if row["holm"]["called"]]
     log.info(
         "report: %d test images (%d positive), %d run(s), %s; called on %s: %s",

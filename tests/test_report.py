@@ -498,7 +498,7 @@ def test_review_chart_data_covers_every_variant_and_run(tmp_path):
     """forest.json mirrors the ablation's differences; Dice by size averages the runs of each
     variant per quartile of true mask area; the curves average the runs that reached an epoch."""
     study = make_study(tmp_path, [0, 1, 2])
-    for variant, summaries in study["training"].items():  # per-epoch losses beside each training summary
+    for summaries in study["training"].values():  # per-epoch losses beside each training summary
         for r, summary in enumerate(summaries):
             tsv = Path(summary).parent / "plots" / "metrics" / "val" / "loss.tsv"
             tsv.parent.mkdir(parents=True, exist_ok=True)

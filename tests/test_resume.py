@@ -2,6 +2,7 @@
 ends with the same weights as an uninterrupted run (CPU, fixed seed)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -36,8 +37,13 @@ def kwargs(unet_run, tmp: Path, run: str) -> dict:
 
 
 def start(args: dict) -> subprocess.Popen:
+    env = {**os.environ, "PNEUMO_CHECKPOINT_SECONDS": "0"}  # a checkpoint after every epoch, so the kill lands between
     return subprocess.Popen(
-        [sys.executable, "-c", RUN, json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-c", RUN, json.dumps(args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
 
 
@@ -74,7 +80,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tiny_siim, unet_run
 
 def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
     model = torch.nn.Linear(2, 2)
-    checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).save(3, note="x")
+    checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, every_seconds=0, model=model).save(3, note="x")
     assert checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 1}, True, model=model).restore() == (4, {"note": "x"})
     assert checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 2}, True, model=model).restore() == (0, {})
     assert checkpoints.Checkpoint(tmp_path / "c.pt", {"lr": 1}, False, model=model).restore() == (0, {})
@@ -95,3 +101,23 @@ def test_resumed_history_drops_rows_after_the_checkpoint_and_torn_writes(tmp_pat
         live.next_step()
     assert tsv.read_text().splitlines() == ["step\tloss", "0\t1.0", "1\t0.9", "2\t0.7"]
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 2
+
+
+def test_a_checkpoint_is_written_once_its_interval_has_passed(tmp_path, monkeypatch):
+    """PNEUMO_CHECKPOINT_SECONDS: 0 writes after every epoch; a longer interval skips epochs
+    until it has passed (the kill then costs at most that long)."""
+    model = torch.nn.Linear(2, 2)
+    every = checkpoints.Checkpoint(tmp_path / "every.pt", {}, True, every_seconds=0, model=model)
+    every.save(0)
+    assert saved_epoch(tmp_path / "every.pt") == 0
+    every.save(1)
+    assert saved_epoch(tmp_path / "every.pt") == 1
+    monkeypatch.setenv("PNEUMO_CHECKPOINT_SECONDS", "3600")
+    sparse = checkpoints.Checkpoint(tmp_path / "sparse.pt", {}, True, model=model)  # from the environment
+    sparse.save(0)
+    assert saved_epoch(tmp_path / "sparse.pt") == -1  # an hour has not passed since the run started
+    sparse.last -= 3600
+    sparse.save(1)
+    assert saved_epoch(tmp_path / "sparse.pt") == 1
+    sparse.save(2)
+    assert saved_epoch(tmp_path / "sparse.pt") == 1

@@ -10,6 +10,8 @@ invalidates a trained model:
     PNEUMO_LOADER_WORKERS   DataLoader worker processes per training process (default 0)
     PNEUMO_PIN_MEMORY       page-locked host batches on CUDA, 0 or 1 (default 1)
     PNEUMO_RESUME           resume a killed training stage from its epoch checkpoint, 0 or 1 (default 1)
+    PNEUMO_CHECKPOINT_SECONDS  write the epoch checkpoint after an epoch once this many seconds have
+                            passed since the last one (default 60; 0 = after every epoch)
     CUDA_VISIBLE_DEVICES    which GPU(s) a run uses (CUDA's own variable; `device` says only cpu/cuda)
     PNEUMO_DECODE_WORKERS   decoding processes of the prepare stages (formats.prepared.decode_workers)
 
@@ -112,6 +114,7 @@ class LocalSettings:
     loader_workers: int = 0
     pin_memory: bool = True
     resume: bool = True
+    checkpoint_seconds: int = 60
 
 
 def local_settings(env: dict[str, str] | None = None) -> LocalSettings:
@@ -119,7 +122,7 @@ def local_settings(env: dict[str, str] | None = None) -> LocalSettings:
     naming the variable."""
     env = os.environ if env is None else env
     values = {}
-    for field, kind in (("loader_workers", int), ("pin_memory", bool), ("resume", bool)):
+    for field, kind in (("loader_workers", int), ("pin_memory", bool), ("resume", bool), ("checkpoint_seconds", int)):
         name = f"PNEUMO_{field.upper()}"
         if name not in env:
             continue

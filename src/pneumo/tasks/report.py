@@ -439,7 +439,8 @@ def markdown(summary: dict) -> str:
     upstream = summary.get("upstream_training") or {}
     if upstream:
         open_runs = [
-            f"{name} ({row['epochs']} epochs, still {row['change']:.1%} better)"
+            f"{name} ({row['epochs']} epochs"
+            + (f", still {row['change']:.1%} better)" if row["change"] is not None else ")")
             for name, row in upstream.items()
             if row["plateau_met"] is False
         ]

@@ -1,7 +1,10 @@
-"""`pneumo --version` and `pneumo score`, run as a user runs them: a fresh process on small
-SIIM CSVs written here (4 x 4 images), and on the real train-rle.csv sample."""
+"""`pneumo --version` and `pneumo score` on small SIIM CSVs written here (4 x 4 images) and on
+the real train-rle.csv sample: `--version` and `--help` in a fresh process and through the
+installed entry point, the scoring through `pneumo.cli.main` as the entry point calls it."""
 
+import contextlib
 import importlib.metadata
+import io
 import json
 import subprocess
 import sys
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import pneumo
+from pneumo.cli import main
 from pneumo.formats import rle
 
 PNEUMO = [sys.executable, "-m", "pneumo.cli"]
@@ -40,7 +44,16 @@ def labels(tmp_path) -> Path:
 
 
 def pneumo_score(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([*PNEUMO, "score", *map(str, args)], capture_output=True, text=True)
+    """`pneumo score ARGS` through `pneumo.cli.main`, the function the entry point calls (in this
+    process: a fresh one per call would spend a second importing)."""
+    argv = ["score", *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's own exits
+            code = e.code
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def scored(*args) -> dict:

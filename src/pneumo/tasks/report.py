@@ -538,6 +538,11 @@ SIZE_BINS = 4  # lesion-size bins of the Dice-by-size chart: quartiles of the po
 CURVES = ("val/loss", "val/dice_positive", "val/siim_dice", "train/loss")  # per-epoch curves over all runs
 
 
+def _spread(values: list[float], name: str) -> dict:
+    """A chart's value over runs: the mean under `name`, the lowest and the highest run."""
+    return {name: _number(np.mean(values)), "low": _number(min(values)), "high": _number(max(values))}
+
+
 def forest(summary: dict) -> list[dict]:
     """The forest plot's rows: each variant's difference from `none` per metric, with its
     seed-aware interval, whether the metric is the primary one, and the Holm verdict."""
@@ -579,14 +584,7 @@ def dice_by_size(runs: dict[str, list[Table]], bins: int = SIZE_BINS) -> list[di
         for variant, tables in runs.items():
             per_run = [float(t["dice"][positive][members].mean()) for t in tables]
             rows.append(
-                {
-                    "variant": variant,
-                    "size": label,
-                    "dice_positive": _number(np.mean(per_run)),
-                    "low": _number(min(per_run)),
-                    "high": _number(max(per_run)),
-                    "images": int(members.sum()),
-                }
+                {"variant": variant, "size": label, **_spread(per_run, "dice_positive"), "images": int(members.sum())}
             )
     return rows
 
@@ -605,16 +603,7 @@ def curves(training_dirs: dict[str, list[Path]], quantity: str) -> list[dict]:
                 step, value = line.split("\t")[:2]
                 by_epoch.setdefault(int(step), []).append(float(value))
         for epoch, values in sorted(by_epoch.items()):
-            rows.append(
-                {
-                    "variant": variant,
-                    "epoch": epoch,
-                    "mean": _number(np.mean(values)),
-                    "low": _number(min(values)),
-                    "high": _number(max(values)),
-                    "runs": len(values),
-                }
-            )
+            rows.append({"variant": variant, "epoch": epoch, **_spread(values, "mean"), "runs": len(values)})
     return rows
 
 

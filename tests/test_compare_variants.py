@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo.core import runtime
+from pneumo.core import overlay, runtime
 from pneumo.formats import prepared
 from pneumo.tasks import compare_variants, train_unet
 
 
 def test_the_films_are_half_positive_and_fixed_by_the_seed():
-    masks = np.zeros((20, 4, 4), np.uint8)
-    masks[[1, 3, 5, 7, 9], 0, 0] = 1
-    test = np.arange(2, 20)
-    shown = compare_variants.pick_films(masks, test, 6, seed=3)
-    assert list(shown) == sorted(shown) and set(shown) <= set(test)
-    assert sum(masks[i].any() for i in shown) == 3
-    assert list(compare_variants.pick_films(masks, test, 6, seed=3)) == list(shown)
-    assert len(compare_variants.pick_films(masks, test, 12, seed=3)) == 12  # 4 positives exist: the rest negative
+    """`overlay.pick_films`, the choice of films of this grid and of the activation maps."""
+    positive, negative = np.array([3, 5, 7, 9]), np.setdiff1d(np.arange(2, 20), [3, 5, 7, 9])
+    shown = overlay.pick_films(positive, negative, 6, seed=3)
+    assert list(shown) == sorted(shown) and len(shown) == 6
+    assert len(set(shown) & set(positive)) == 3 and set(shown) <= set(range(2, 20))
+    assert list(overlay.pick_films(positive, negative, 6, seed=3)) == list(shown)
+    many = overlay.pick_films(positive, negative, 12, seed=3)  # 4 positives exist: the rest negative
+    assert len(many) == 12 and set(positive) <= set(many)
 
 
 @pytest.mark.slow  # trains a tiny U-Net

@@ -128,3 +128,11 @@ def grid(
         starts = [pad + j * (w + pad) for j in range(columns)]
         bands.append(_text_band(list(headers), [w] * columns, starts, out.shape[1], scale))
     return np.concatenate([*bands, out]) if bands else out
+
+
+def pick_films(positive: np.ndarray, negative: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` film indices in index order for a picture, half of them from `positive` (as many as
+    there are) and the rest from `negative`, chosen by `seed`: the same films for every variant."""
+    rng = np.random.default_rng(seed)
+    half = min(n // 2, len(positive))
+    return np.sort(np.concatenate([rng.permutation(positive)[:half], rng.permutation(negative)[: n - half]]))

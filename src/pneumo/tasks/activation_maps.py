@@ -137,12 +137,7 @@ def activation_maps(
         "target_truth_images": int((sources_pos == TRUTH).sum()),
     }
 
-    rng = np.random.default_rng(seed)
-    half = n_images // 2
-    shown = np.concatenate(
-        [rng.permutation(positive)[:half], rng.permutation(negative)[: n_images - min(half, len(positive))]]
-    )
-    shown = np.sort(shown)[:n_images]
+    shown = overlay.pick_films(positive, negative, n_images, seed)
     heads, head_target = _head_model(encoder_path, head_path, variant, classes, dev)
     unet_heat, pred, _, _ = unet_cams(shown)
     head_heat = head_cams(heads, shown, head_target) if heads is not None else None

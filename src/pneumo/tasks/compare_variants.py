@@ -17,16 +17,6 @@ from pneumo.core.inference import load_unet, predict_probs
 from pneumo.formats.prepared import load_prepared, split_indices
 
 
-def pick_films(masks: np.ndarray, test: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """`n` test rows in index order, half positive (as many as there are), chosen by `seed`."""
-    positive = np.array([i for i in test if masks[i].any()], dtype=int)
-    negative = np.setdiff1d(test, positive)
-    rng = np.random.default_rng(seed)
-    half = min(n // 2, len(positive))
-    shown = np.concatenate([rng.permutation(positive)[:half], rng.permutation(negative)[: n - half]])
-    return np.sort(shown.astype(int))
-
-
 def compare_variants(
     *, model_dirs: dict[str, Path], siim_dir: Path, grid_path: Path, n_images: int, seed: int, device: str = "auto"
 ) -> dict:
@@ -35,7 +25,9 @@ def compare_variants(
     `grid_path`; returns the films shown and each variant's Dice on them."""
     dev = runtime.device_from(device)
     images, masks, rows = load_prepared(siim_dir)
-    shown = pick_films(masks, split_indices(rows, "test"), n_images, seed)
+    test = split_indices(rows, "test")
+    positive = np.array([i for i in test if masks[i].any()], dtype=test.dtype)
+    shown = overlay.pick_films(positive, np.setdiff1d(test, positive), n_images, seed)
     truth = np.asarray(masks[shown]).astype(bool)
     predicted, dice = {}, {}
     for variant, folder in model_dirs.items():

@@ -1,7 +1,8 @@
-"""DVC stage `cluster_latents@<run>`: cluster one run's autoencoder latents of every prepared
-CXR-14 image into pseudo-labels (seeded by the run), and validate them against the true
-labels against chance (AMI with a permutation p-value; NMI, ARI, purity) beside a raw-pixel
-clustering baseline."""
+"""DVC stage `cluster_latents@<run>`: cluster one run's autoencoder latents and ssl embedding of
+every prepared CXR-14 image (seeded by the run); write the pseudo-labels of the latent chosen
+in params, and the two controls (the same ids shuffled; raw-pixel clusters); validate every
+clustering against the true labels against chance (AMI with a permutation p-value; NMI, ARI,
+purity) beside the raw-pixel baseline."""
 
 import argparse
 from pathlib import Path
@@ -17,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of `runs`)")
     parser.add_argument("--images", type=Path, required=True, help="prepared CXR-14 folder")
     parser.add_argument("--model", type=Path, required=True, help="the run's autoencoder checkpoint")
-    parser.add_argument("--out", type=Path, required=True, help="pseudo-label CSV to write")
+    parser.add_argument("--ssl", type=Path, help="the run's ssl encoder (its embedding is clustered too)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for pseudo_labels.csv and the controls' CSVs")
     parser.add_argument("--metrics", type=Path, required=True, help="validation metrics JSON")
     parser.add_argument("--plots", type=Path, required=True, help="folder for the projection and label plots")
     args = parser.parse_args(argv)
@@ -28,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     cluster_latents(
         images_dir=args.images,
         model_path=args.model,
-        out_csv=args.out,
+        ssl_path=args.ssl,
+        out_dir=args.out,
         metrics_path=args.metrics,
         plots_dir=args.plots,
         classes=p["prepare_cxr14"]["classes"],

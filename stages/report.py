@@ -2,8 +2,8 @@
 images) as metrics/ablation.json and metrics/ablation.md: variants x metrics beside the
 content-free baselines, each variant called against `none` on the primary endpoint with
 Holm's correction, the secondary differences, the per-run table with how each U-Net's
-training ended, and the pseudo-labels against chance; and the headline numbers (the only DVC
-metrics file) as metrics/headline.json."""
+training ended, the pseudo-labels against chance and the linear probe of every encoder; and
+the headline numbers (the only DVC metrics file) as metrics/headline.json."""
 
 import argparse
 from pathlib import Path
@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--training", type=Path, required=True, help="folder of train_unet's <variant>-<run>/ folders")
     parser.add_argument("--pseudo-labels", type=Path, required=True, help="folder of cluster_latents' <run>.json")
     parser.add_argument("--autoencoders", type=Path, required=True, help="folder of train_autoencoder's <run>/ folders")
+    parser.add_argument("--ssl", type=Path, required=True, help="folder of train_ssl's <run>/ folders")
+    parser.add_argument("--linear-probe", type=Path, required=True, help="linear_probe's JSON")
     parser.add_argument(
         "--pretraining", type=Path, required=True, help="folder of pretrain_encoder's <name>-<run>/ folders"
     )
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         clustering=[args.pseudo_labels / f"{r}.json" for r in run_ids],
         upstream={
             **{f"train_autoencoder@{r}": args.autoencoders / str(r) / "metrics.json" for r in run_ids},
+            **{f"train_ssl@{r}": args.ssl / str(r) / "metrics.json" for r in run_ids},
             **{
                 f"pretrain_encoder@{v}-{r}": args.pretraining / f"{v}-{r}" / "metrics.json"
                 for v in variants
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         md_path=args.md,
         headline_path=args.headline,
         charts_dir=args.charts,
+        linear_probe=args.linear_probe,
     )
 
 

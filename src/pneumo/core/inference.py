@@ -68,3 +68,13 @@ def load_autoencoder(path: Path, device: torch.device) -> models.ConvAutoencoder
     model = models.build_autoencoder(meta["arch"], **meta["model_args"])
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def encoder_features(path: Path, images: np.ndarray, device: torch.device, batch_size: int = 128) -> np.ndarray:
+    """(N, 512) features of every film from an encoder checkpoint: its last stage, averaged
+    over space (the representation a linear probe and embedding clustering read)."""
+    encoder = models.build_encoder(1)
+    models.load_encoder_into(encoder, path)
+    feed = data.loader(data.Arrays(images, None, np.arange(len(images))), batch_size)
+    pooled = loop.run_model(encoder.to(device), feed, device, lambda m, x: m(x)[-1].mean(dim=(2, 3)), desc="features")
+    return pooled.numpy()

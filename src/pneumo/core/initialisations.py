@@ -33,6 +33,10 @@ class Pretraining:
     targets: str
     gradcam_label: str  # what the head's Grad-CAM explains, as the activation-map grid names it
 
+    def targets_file(self, given: Path) -> Path:
+        """The file holding the targets, from the stage input `targets` names."""
+        return given
+
     def read(self, rows: list[dict], classes: list[str], targets_csv: Path) -> np.ndarray:
         """Per prepared image (`rows` of its index), the target the head is fitted to."""
         raise NotImplementedError
@@ -103,11 +107,16 @@ class ClassLabels(Pretraining):
 
 @dataclass(frozen=True)
 class Clusters(Pretraining):
-    """Cross-entropy over the `cluster` column of a pseudo-label CSV; validation: accuracy;
+    """Cross-entropy over the `cluster` column of `<table>.csv` in the run's cluster folder
+    (cluster_latents: the pseudo-labels, or a control of them); validation: accuracy;
     Grad-CAM: the logit of the cluster each image is predicted to be."""
 
+    table: str = "pseudo_labels"
     targets: str = "pseudo_labels"
     gradcam_label: str = "cluster"
+
+    def targets_file(self, given):
+        return Path(given) / f"{self.table}.csv"
 
     def read(self, rows, classes, targets_csv):
         return np.array([int(r["cluster"]) for r in _rows_by_id(rows, targets_csv)], dtype=np.int64)
@@ -135,8 +144,14 @@ class Initialisation:
 REGISTRY: dict[str, Initialisation] = {
     "none": Initialisation("none", "init_encoder"),  # seeded random weights: the baseline
     "labels": Initialisation("labels", "pretrain_encoder", ClassLabels("Pneumothorax")),
-    "pseudo_labels": Initialisation("pseudo_labels", "pretrain_encoder", Clusters()),
+    "pseudo_labels": Initialisation("pseudo_labels", "pretrain_encoder", Clusters("pseudo_labels")),
+    # controls of the pseudo-label claim (an experiment, README): the same cluster sizes with ids
+    # shuffled across the films (no content), and clusters of raw pixels (content without a model)
+    "permuted_clusters": Initialisation("permuted_clusters", "pretrain_encoder", Clusters("permuted_clusters")),
+    "raw_clusters": Initialisation("raw_clusters", "pretrain_encoder", Clusters("raw_clusters")),
     "autoencoder": Initialisation("autoencoder", "train_autoencoder"),
+    "ssl": Initialisation("ssl", "train_ssl"),  # VICReg on unlabeled CXR-14
+    "imagenet": Initialisation("imagenet", "import_encoder"),  # torchvision's weights from a local file (an experiment)
 }
 
 

@@ -4,6 +4,7 @@ also leaves one log line per epoch (epoch, losses, validation scores, seconds)."
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -100,6 +101,55 @@ class Plateau:
             "rule": f"best validation loss of the last {self.patience} epochs less than {self.min_delta:.0%} "
             f"below the best before them (at most {self.max_epochs} epochs)",
         }
+
+
+def fit(
+    model: nn.Module,
+    train_epoch: Callable[[int], float],
+    validate: Callable[[], tuple[dict, dict]] | None,
+    *,
+    checkpoint,
+    scheduler,
+    plateau: Plateau,
+    live_dir: Path,
+) -> tuple[dict, dict, dict]:
+    """The epoch loop of the stages that keep their lowest-validation-loss epoch
+    (train_autoencoder, pretrain_encoder, train_ssl): resume from `checkpoint`, then per epoch
+    `train_epoch(epoch)` (its mean training loss) and `validate()` (`{"loss": ..., other
+    scores}` logged as `val/<name>`, and entries for the dvclive summary; None or an empty
+    dict: no validation split, the training loss decides), keep the best weights, step the
+    learning-rate `scheduler` (`plateau_scheduler` with the epoch's loss, any other once an
+    epoch) and stop at `plateau` (`Plateau.max_epochs` at most). Returns
+    (best {"epoch", "val_loss"}, its state dict, the last epoch's values); the run's
+    summary names the selected epoch and the plateau verdict."""
+    start, saved = checkpoint.restore()
+    plateau.history = saved.get("history", [])
+    best = saved.get("best", {"epoch": -1, "val_loss": math.inf})
+    best_state = saved.get("best_state") or copy.deepcopy(model.state_dict())
+    last = saved.get("last", {})
+    with live(live_dir, start) as logger:
+        for epoch in range(start, 0 if saved.get("stopped") else plateau.max_epochs):  # stopped: killed when done
+            last = {"train_loss": float(train_epoch(epoch))}
+            logger.log_metric("train/loss", last["train_loss"])
+            scores, details = validate() if validate else ({}, {})
+            for name, value in scores.items():
+                last[f"val_{name}"] = float(value)
+                logger.log_metric(f"val/{name}", value)
+            logger.summary.update(details)
+            logger.next_step()
+            val_loss = last.get("val_loss", last["train_loss"])
+            if val_loss < best["val_loss"] or best["epoch"] < 0:
+                best, best_state = {"epoch": epoch, "val_loss": val_loss}, copy.deepcopy(model.state_dict())
+            is_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            scheduler.step(val_loss) if is_plateau else scheduler.step()
+            stop = plateau.update(val_loss)
+            checkpoint.save(epoch, last=last, history=plateau.history, best=best, best_state=best_state, stopped=stop)
+            if stop:
+                break
+        logger.summary["selected"] = best
+        logger.summary["plateau"] = {**plateau.summary(), "epochs": len(plateau.history), "best_epoch": best["epoch"]}
+    checkpoint.finish()
+    return best, best_state, last
 
 
 def plateau_scheduler(optimizer: torch.optim.Optimizer, min_delta: float):

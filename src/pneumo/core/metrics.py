@@ -188,3 +188,15 @@ def clustering_scores_resampled(clusters: np.ndarray, labels: np.ndarray, weight
     spread = (a + b) / 2 - expected
     ari = np.where(spread != 0, (index - expected) / np.where(spread != 0, spread, 1), 1.0)
     return {"nmi": np.clip(nmi, 0, 1), "ari": ari}
+
+
+def weighted_auc(
+    pos_scores: np.ndarray, neg_scores: np.ndarray, pos_counts: np.ndarray, neg_counts: np.ndarray
+) -> np.ndarray:
+    """ROC AUC per row of counts (Mann-Whitney; ties count 1/2): the share of (positive,
+    negative) pairs ranked right, each pair weighted by the product of the two counts."""
+    if not len(pos_scores) or not len(neg_scores):
+        return np.full(len(pos_counts), np.nan)
+    s, t = pos_scores[:, None], neg_scores[None, :]
+    h = (s > t) + 0.5 * (s == t)
+    return np.einsum("bj,bj->b", pos_counts @ h, neg_counts) / (pos_counts.sum(1) * neg_counts.sum(1))

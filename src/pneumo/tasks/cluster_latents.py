@@ -1,20 +1,25 @@
-"""`cluster_latents`: pseudo-labels from clustering the autoencoder's latent space, and
-their validation against the true CXR-14 labels, which the clustering never sees.
+"""`cluster_latents`: pseudo-labels from clustering the autoencoder's latent space (the
+study's) or the `ssl` encoder's embedding (the field's: `cluster_latents.latent`), the two
+controls of the pseudo-label claim, and the validation of every clustering against the true
+CXR-14 labels, which the clustering never sees.
 
-The latent is the autoencoder's last encoder stages and bottleneck, each pooled to a
+The autoencoder's latent is its last encoder stages and bottleneck, each pooled to a
 `grid` x `grid` layout (`models.pooled_features`): a global average would code brightness,
-pose and body size and drown a finding that covers 1% of the film.
+pose and body size and drown a finding that covers 1% of the film. The ssl embedding is
+what VICReg trains to be invariant to exposure and framing: the last stage, averaged. All
+are clustered alike (standardised, PCA, `method` with `k` clusters; k well above the
+number of classes over-clusters, as the field does before pseudo-labelling).
 
 Validation uses the images with exactly one label in the class list (`No Finding`
 included), so each has one true class; the same clustering of raw downsampled pixels is
-the baseline that shows whether the autoencoder helped. Agreement is measured against
-chance, not against 0: adjusted mutual information (AMI: mutual information minus its
-expectation under random cluster ids with the same cluster sizes, 0 at chance) with a
-permutation p-value (cluster ids shuffled against the labels), for both latents. AMI, NMI
-and ARI come with paired bootstrap intervals (the same resampled images for both latents,
-`pneumo.core.bootstrap`'s convention), and so does their difference; a winner is named on
-AMI only when that interval excludes 0. One call of this stage is one run: the report
-combines the runs.
+the baseline that shows whether a latent helped. Agreement is measured against chance, not
+against 0: adjusted mutual information (AMI: mutual information minus its expectation
+under random cluster ids with the same cluster sizes, 0 at chance) with a permutation
+p-value (cluster ids shuffled against the labels), for every latent. AMI, NMI and ARI come
+with paired bootstrap intervals (the same resampled images for all latents,
+`pneumo.core.bootstrap`'s convention), and so does each latent's difference from raw
+pixels; a winner is named on AMI only when that interval excludes 0. One call of this
+stage is one run: the report combines the runs.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from sklearn.mixture import GaussianMixture  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from pneumo.core import bootstrap, data, loop, metrics, models, runtime
-from pneumo.core.inference import load_autoencoder
+from pneumo.core.inference import encoder_features, load_autoencoder
 from pneumo.formats.prepared import load_prepared
 
 log = logging.getLogger(__name__)
@@ -255,38 +260,46 @@ def _ami(clusters: np.ndarray, labels: np.ndarray) -> float:
     return float(adjusted_mutual_info_score(labels, clusters))
 
 
-def compare(ours: np.ndarray, baseline: np.ndarray, truth: np.ndarray, resamples: int, seed: int) -> dict:
-    """AMI, NMI, ARI (and purity) of the autoencoder's clusters and of the raw-pixel
-    baseline's, each with a 95% bootstrap interval, and the paired interval of their
-    difference (the same resampled images for both). The winner is named on AMI, only when
-    that interval excludes 0. Intervals follow `bootstrap.interval`: percentiles re-centred
-    on the estimate, because duplicated images look like agreement and raise every
-    resampled score above the sample's own."""
-    runs = {"autoencoder": ours, "raw_pixels": baseline}
-    points = {name: {"ami": _ami(c, truth), **metrics.clustering_scores(c, truth)} for name, c in runs.items()}
+BASELINE = "raw_pixels"  # the latent every other is compared with
+
+
+def compare(latents: dict[str, np.ndarray], truth: np.ndarray, resamples: int, seed: int) -> dict:
+    """AMI, NMI, ARI (and purity) of each latent's clusters (`latents`: name -> cluster ids,
+    the raw-pixel baseline among them), each with a 95% bootstrap interval, and for every
+    other latent the paired interval of its difference from the baseline (the same resampled
+    images for both), under `minus_raw_pixels`. A winner is named on AMI, only when that
+    interval excludes 0. Intervals follow `bootstrap.interval`: percentiles re-centred on the
+    estimate, because duplicated images look like agreement and raise every resampled score
+    above the sample's own."""
+    points = {name: {"ami": _ami(c, truth), **metrics.clustering_scores(c, truth)} for name, c in latents.items()}
     # resamples drawn and scored a block at a time (the same draws as all at once): a
     # (resamples, N) table would be 1.8 GB for 112k films
     rng, block = np.random.default_rng(seed), max(1, RESAMPLE_CELLS // max(len(truth), 1))
-    parts: dict[str, list[dict]] = {name: [] for name in runs}
+    parts: dict[str, list[dict]] = {name: [] for name in latents}
     for start in range(0, resamples, block):
         counts = rng.multinomial(len(truth), np.full(len(truth), 1 / len(truth)), min(block, resamples - start))
-        for name, c in runs.items():
+        for name, c in latents.items():
             parts[name].append(_resampled(c, truth, counts))
-    samples = {name: {s: np.concatenate([p[s] for p in parts[name]]) for s in SCORES} for name in runs}
+    samples = {name: {s: np.concatenate([p[s] for p in parts[name]]) for s in SCORES} for name in latents}
 
-    out: dict = {}
-    for name in runs:
+    out: dict = {f"minus_{BASELINE}": {}}
+    for name in latents:
         out[name] = dict(points[name])
         for score in SCORES:
             low, high = bootstrap.interval(points[name][score], samples[name][score])
             out[name] |= {f"{score}_low": low, f"{score}_high": high}
-    for score in SCORES:
-        value = points["autoencoder"][score] - points["raw_pixels"][score]
-        diff = samples["autoencoder"][score] - samples["raw_pixels"][score]
-        low, high = bootstrap.interval(value, diff)
-        out[f"{score}_difference"] = {"value": value, "low": low, "high": high, "se": float(diff.std(ddof=1))}
-    d = out["ami_difference"]
-    d["winner"] = "unresolved" if d["low"] <= 0 <= d["high"] else ("autoencoder" if d["value"] > 0 else "raw_pixels")
+    for name in latents:
+        if name == BASELINE:
+            continue
+        differences = {}
+        for score in SCORES:
+            value = points[name][score] - points[BASELINE][score]
+            diff = samples[name][score] - samples[BASELINE][score]
+            low, high = bootstrap.interval(value, diff)
+            differences[score] = {"value": value, "low": low, "high": high, "se": float(diff.std(ddof=1))}
+        d = differences["ami"]
+        d["winner"] = "unresolved" if d["low"] <= 0 <= d["high"] else (name if d["value"] > 0 else BASELINE)
+        out[f"minus_{BASELINE}"][name] = differences
     return out
 
 
@@ -325,14 +338,19 @@ def true_classes(rows: list[dict], classes: list[str]) -> np.ndarray:
     return np.where(hot.sum(1) == 1, hot.argmax(1), -1)
 
 
+LATENTS = ("autoencoder", "ssl")  # what `cluster_latents.latent` may choose for the pseudo-labels
+
+
 def cluster_latents(
     *,
     images_dir: Path,
     model_path: Path,
-    out_csv: Path,
+    ssl_path: Path | None,
+    out_dir: Path,
     metrics_path: Path,
     plots_dir: Path,
     classes: list[str],
+    latent: str,
     standardize: bool,
     pca_dim: int,
     method: str,
@@ -346,16 +364,22 @@ def cluster_latents(
     batch_size: int = 64,
     device: str = "auto",
 ) -> dict:
-    """One run's pseudo-labels: cluster the latents (and, as the baseline, raw pixels) with
-    the run's `seed`, write the cluster ids and the validation against the true labels
-    (`compare` and `chance` for both latents), and the plots."""
+    """One run's pseudo-labels: cluster the autoencoder's latents, the `ssl` encoder's
+    embedding (when `ssl_path` is given) and, as the baseline, raw pixels, all with the run's
+    `seed`; validate each against the true labels (`compare` and `chance`); write to
+    `out_dir` the cluster ids of `latent` (pseudo_labels.csv) and the two controls of the
+    pseudo-label claim: the same ids shuffled across the films (permuted_clusters.csv: the
+    cluster sizes, no content) and the raw pixels' clusters (raw_clusters.csv); and the plots."""
+    if latent not in LATENTS or (latent == "ssl" and ssl_path is None):
+        raise ValueError(f"cluster_latents.latent={latent!r}: one of {list(LATENTS)} (ssl needs the ssl encoder)")
     dev = runtime.device_from(device)
     images, _, rows = load_prepared(images_dir)
     k = k or len(classes)
     model = load_autoencoder(model_path, dev)
     feed = data.loader(data.Arrays(images, None, np.arange(len(images))), batch_size)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_csv.parent, prefix=".cluster_latents-") as tmp:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reduced, clusters = {}, {}
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".cluster_latents-") as tmp:
         # latents and raw pixels go to disk batch by batch; small ones are then read back whole
         started = time.perf_counter()
         latents = to_memmap(
@@ -365,7 +389,9 @@ def cluster_latents(
         )
         inferred = time.perf_counter()
         path = "exact, in memory" if latents.nbytes <= in_memory_mb * 2**20 else "streamed from disk"
-        features, clusters = reduce_and_cluster(latents, standardize, pca_dim, method, k, seed, in_memory_mb)
+        reduced["autoencoder"], clusters["autoencoder"] = reduce_and_cluster(
+            latents, standardize, pca_dim, method, k, seed, in_memory_mb
+        )
         log.info(
             "latents of %d images (%.0f MB): inference %.1f s, clustering (%s) %.1f s",
             len(images),
@@ -374,30 +400,39 @@ def cluster_latents(
             path,
             time.perf_counter() - inferred,
         )
+        if ssl_path is not None:  # the embedding the method trains (512 per film): small at any N
+            embedding = encoder_features(ssl_path, images, dev, batch_size)
+            reduced["ssl"], clusters["ssl"] = reduce_and_cluster(
+                embedding, standardize, pca_dim, method, k, seed, in_memory_mb
+            )
         raw = to_memmap(
             (_raw_pixels(images, start, batch_size, raw_size) for start in range(0, len(images), batch_size)),
             len(images),
             Path(tmp) / "raw.npy",
         )
-        _, raw_clusters = reduce_and_cluster(raw, standardize, pca_dim, method, k, seed, in_memory_mb)
+        _, clusters[BASELINE] = reduce_and_cluster(raw, standardize, pca_dim, method, k, seed, in_memory_mb)
         latent_features = int(latents.shape[1])
         del latents, raw  # close the memory maps before their folder goes
 
-    with open(out_csv, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image_id", "cluster"])
-        writer.writerows((r["image_id"], int(c)) for r, c in zip(rows, clusters, strict=False))
+    chosen = clusters[latent]
+    permuted = np.random.default_rng([seed, 2]).permutation(chosen)
+    for name, ids in (("pseudo_labels", chosen), ("permuted_clusters", permuted), ("raw_clusters", clusters[BASELINE])):
+        with open(out_dir / f"{name}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image_id", "cluster"])
+            writer.writerows((r["image_id"], int(c)) for r, c in zip(rows, ids, strict=True))
 
     truth = true_classes(rows, classes)
     single = truth >= 0
     histogram = {
-        f"cluster_{c}": {classes[j]: int(((clusters == c) & (truth == j)).sum()) for j in range(len(classes))}
+        f"cluster_{c}": {classes[j]: int(((chosen == c) & (truth == j)).sum()) for j in range(len(classes))}
         for c in range(k)
     }
-    report = compare(clusters[single], raw_clusters[single], truth[single], resamples, seed)
-    for name, ids in (("autoencoder", clusters), ("raw_pixels", raw_clusters)):
+    report = compare({name: ids[single] for name, ids in clusters.items()}, truth[single], resamples, seed)
+    for name, ids in clusters.items():
         report[name] |= chance(ids[single], truth[single], permutations, seed)
     report |= {
+        "pseudo_labels": latent,
         "resamples": resamples,
         "permutations": permutations,
         "images": len(rows),
@@ -407,7 +442,7 @@ def cluster_latents(
     }
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(report, indent=1) + "\n")
-    _plots(features, clusters, truth, classes, k, plots_dir, seed)
+    _plots(reduced[latent], chosen, truth, classes, k, plots_dir, seed, latent)
     # the per-cluster label histogram: beside the metrics, not in them (k x classes numbers)
     (plots_dir / "histogram.json").write_text(json.dumps(histogram, indent=1) + "\n")
     return {**report, "histogram": histogram}
@@ -419,17 +454,17 @@ def _raw_pixels(images: np.ndarray, start: int, batch_size: int, size: int) -> n
     return np.stack([cv2.resize(np.asarray(im), (size, size), interpolation=cv2.INTER_AREA).ravel() for im in rows])
 
 
-def _plots(features, clusters, truth, classes, k, plots_dir: Path, seed: int) -> None:
+def _plots(features, clusters, truth, classes, k, plots_dir: Path, seed: int, latent: str) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
     xy = PCA(n_components=2, random_state=seed).fit_transform(features) if features.shape[1] > 2 else features
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     axes[0].scatter(xy[:, 0], xy[:, 1], c=clusters, cmap="tab10", s=8)
-    axes[0].set_title("latents (PCA 2-D) by cluster")
+    axes[0].set_title(f"{latent} latents (PCA 2-D) by cluster")
     for j, name in enumerate(classes):
         sel = truth == j
         axes[1].scatter(xy[sel, 0], xy[sel, 1], s=8, label=name)
     axes[1].scatter(xy[truth < 0, 0], xy[truth < 0, 1], s=4, c="lightgrey", label="several/none")
-    axes[1].set_title("latents (PCA 2-D) by true label")
+    axes[1].set_title(f"{latent} latents (PCA 2-D) by true label")
     axes[1].legend(fontsize=7, markerscale=2)
     fig.tight_layout()
     fig.savefig(plots_dir / "projection.png", dpi=90)
@@ -441,7 +476,7 @@ def _plots(features, clusters, truth, classes, k, plots_dir: Path, seed: int) ->
         ax.text(j, c, str(v), ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
     ax.set_yticks(range(k), [f"cluster {c}" for c in range(k)])
-    ax.set_title("cluster vs true label (single-label images)")
+    ax.set_title(f"{latent} cluster vs true label (single-label images)")
     fig.tight_layout()
     fig.savefig(plots_dir / "cluster_vs_label.png", dpi=90)
     plt.close(fig)

@@ -7,7 +7,6 @@ is saved apart, only for activation maps."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -62,7 +61,6 @@ def pretrain_encoder(
     criterion = pretraining.criterion()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = loop.plateau_scheduler(optimizer, min_delta)
-    plateau = loop.Plateau(patience, min_delta, max_epochs)
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     train_set = data.Arrays(images, targets, train_idx)
     order = data.shuffled(train_set, seed)
@@ -74,6 +72,14 @@ def pretrain_encoder(
         x, _ = data.augment(data.to_input(batch[0]).to(rt.device, non_blocking=True), None, generator)
         return x, batch[1].to(rt.device, non_blocking=True)
 
+    def validate():
+        if not len(val_idx):
+            return {}, {}
+        logits = loop.run_model(model, val_data, rt, desc="validation")
+        truth = torch.from_numpy(targets[val_idx])
+        scores, details = pretraining.scores(logits, truth, classes)
+        return {"loss": float(criterion(logits, truth)), **scores}, details
+
     checkpoint = checkpoints.Checkpoint(
         checkpoint_path,
         fingerprint,
@@ -84,43 +90,19 @@ def pretrain_encoder(
         order=order.generator,
         augment=generator,
     )
-    start, summary = checkpoint.restore()
-    plateau.history = summary.pop("history", [])
-    best = summary.pop("best", {"epoch": -1, "val_loss": float("inf")})
-    best_state = summary.pop("best_state", copy.deepcopy(model.state_dict()))
-    stopped = summary.pop("stopped", False)
-    with loop.live(live_dir, start) as live:
-        for epoch in range(start, 0 if stopped else max_epochs):  # stopped: killed after converging
-            summary["train_loss"] = loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
-            live.log_metric("train/loss", summary["train_loss"])
-            if len(val_idx):
-                logits = loop.run_model(model, val_data, rt, desc="validation")
-                truth = torch.from_numpy(targets[val_idx])
-                summary["val_loss"] = float(criterion(logits, truth))
-                live.log_metric("val/loss", summary["val_loss"])
-                scores, extra = pretraining.scores(logits, truth, classes)
-                for name, value in scores.items():
-                    summary[f"val_{name}"] = value
-                    live.log_metric(f"val/{name}", value)
-                live.summary.update(extra)
-            live.next_step()
-            val_loss = summary.get("val_loss", summary["train_loss"])  # no validation split: the training loss
-            if val_loss < best["val_loss"] or best["epoch"] < 0:
-                best, best_state = {"epoch": epoch, "val_loss": val_loss}, copy.deepcopy(model.state_dict())
-            scheduler.step(val_loss)
-            stopped = plateau.update(val_loss)
-            checkpoint.save(
-                epoch, **summary, history=plateau.history, best=best, best_state=best_state, stopped=stopped
-            )
-            if stopped:
-                break
-        live.summary["selected"] = best
-        live.summary["plateau"] = {**plateau.summary(), "epochs": len(plateau.history), "best_epoch": best["epoch"]}
-    checkpoint.finish()
+    best, best_state, last = loop.fit(
+        model,
+        lambda epoch: loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch),
+        validate,
+        checkpoint=checkpoint,
+        scheduler=scheduler,
+        plateau=loop.Plateau(patience, min_delta, max_epochs),
+        live_dir=live_dir,
+    )
     if not dist.is_main():
-        return summary
+        return last
     model.load_state_dict(best_state)
     models.save_checkpoint(out_path, model.encoder, **meta, selected_epoch=best["epoch"])
     # the head is kept apart (Grad-CAM of the pretraining target); the U-Net loads only the encoder
     models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=True)
-    return summary
+    return last

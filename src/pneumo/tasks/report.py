@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.core import bootstrap
+from pneumo.core import bootstrap, metrics
 from pneumo.formats import dicom, per_image
 
 log = logging.getLogger(__name__)
@@ -55,18 +55,6 @@ def check_same_images(tables: dict[Path, Table]) -> None:
             raise ValueError(f"{path}: has_pneumothorax differs from {ref_path}")
 
 
-def weighted_auc(
-    pos_scores: np.ndarray, neg_scores: np.ndarray, pos_counts: np.ndarray, neg_counts: np.ndarray
-) -> np.ndarray:
-    """ROC AUC per row of counts (Mann-Whitney; ties count 1/2): the share of (positive,
-    negative) pairs ranked right, each pair weighted by the product of the two counts."""
-    if not len(pos_scores) or not len(neg_scores):
-        return np.full(len(pos_counts), np.nan)
-    s, t = pos_scores[:, None], neg_scores[None, :]
-    h = (s > t) + 0.5 * (s == t)
-    return np.einsum("bj,bj->b", pos_counts @ h, neg_counts) / (pos_counts.sum(1) * neg_counts.sum(1))
-
-
 def metric_samples(table: Table, counts: np.ndarray) -> dict[str, np.ndarray]:
     """Each metric once per row of `counts` (B, n): its value on the test set in which image i
     appears counts[b, i] times. A single row of ones gives the metric of the data itself."""
@@ -83,7 +71,7 @@ def metric_samples(table: Table, counts: np.ndarray) -> dict[str, np.ndarray]:
         "dice_positive": dice_positive,
         "dice_pooled": np.divide(pooled_num, pooled_den, out=np.zeros_like(pooled_num), where=pooled_den > 0),
         "iou": w @ iou / w.sum(1),
-        "auc": weighted_auc(table["max_prob"][pos], table["max_prob"][~pos], w[:, pos], w[:, ~pos]),
+        "auc": metrics.weighted_auc(table["max_prob"][pos], table["max_prob"][~pos], w[:, pos], w[:, ~pos]),
     }
 
 
@@ -116,34 +104,41 @@ def training_row(summary: dict | None) -> dict:
     }
 
 
+LATENT_ORDER = ("autoencoder", "ssl", "raw_pixels")  # the clusterings cluster_latents validates, baseline last
+
+
 def _clustering(per_run: list[dict], run_ids: list[int]) -> dict:
-    """The pseudo-label validation over the runs: per run AMI (and NMI) of both latents with
-    the permutation p, the run's own image-level verdict; and the seed-aware difference of
-    the AMI (autoencoder minus raw pixels) over the runs, whose winner is named only when
-    its interval excludes 0 with two runs or more."""
+    """The pseudo-label validation over the runs: per run and latent the AMI (and NMI) with
+    the permutation p and the run's own image-level verdict against raw pixels; and the
+    seed-aware difference of each latent's AMI from raw pixels over the runs, whose winner is
+    named only when its interval excludes 0 with two runs or more."""
+    latents = [n for n in LATENT_ORDER if n in per_run[0]]
     rows = []
     for r, c in zip(run_ids, per_run, strict=True):
         row = {"run": r}
-        for name in ("autoencoder", "raw_pixels"):
+        for name in latents:
             row |= {f"{s}_{name}": _number(c[name].get(s)) for s in ("ami", "ami_p", "nmi", "nmi_chance")}
             row |= {f"ami_low_{name}": _number(c[name]["ami_low"]), f"ami_high_{name}": _number(c[name]["ami_high"])}
-        row["winner"] = c["ami_difference"]["winner"]
+        row |= {f"winner_{name}": d["ami"]["winner"] for name, d in c["minus_raw_pixels"].items()}
         rows.append(row)
-    diff = bootstrap.from_runs(
-        [c["ami_difference"]["value"] for c in per_run], [c["ami_difference"]["se"] for c in per_run]
-    )
-    winner = ("autoencoder" if diff.value > 0 else "raw_pixels") if diff.resolved else "unresolved"
-    if diff.method == bootstrap.IMAGES_ONLY:
-        winner = "not called: one run"
+    differences = {}
+    for name in latents[:-1]:
+        diff = bootstrap.from_runs(
+            [c["minus_raw_pixels"][name]["ami"]["value"] for c in per_run],
+            [c["minus_raw_pixels"][name]["ami"]["se"] for c in per_run],
+        )
+        winner = (name if diff.value > 0 else "raw_pixels") if diff.resolved else "unresolved"
+        if diff.method == bootstrap.IMAGES_ONLY:
+            winner = "not called: one run"
+        interval = _interval(diff, "diff", bound=2.0)  # AMI lies in [-1, 1]
+        differences[name] = {**interval, "method": diff.method, "winner": winner}
     return {
         "runs": len(per_run),
-        "ami_autoencoder": _number(np.mean([c["autoencoder"]["ami"] for c in per_run])),
-        "ami_raw_pixels": _number(np.mean([c["raw_pixels"]["ami"] for c in per_run])),
-        "ami_difference": {
-            **_interval(diff, "diff", bound=2.0),  # AMI lies in [-1, 1]
-            "method": diff.method,
-            "winner": winner,
-        },
+        "pseudo_labels": per_run[0].get("pseudo_labels", "autoencoder"),  # whose clusters the pseudo-labels are
+        "latents": latents,
+        "ami": {name: _number(np.mean([c[name]["ami"] for c in per_run])) for name in latents},
+        "ami_p_max": {name: _number(max(c[name]["ami_p"] for c in per_run)) for name in latents},
+        "ami_minus_raw_pixels": differences,
         "per_run": rows,
     }
 
@@ -446,7 +441,7 @@ def markdown(summary: dict) -> str:
         ]
         lines += [
             "",
-            f"The training that made the encoders ({len(upstream)} stage runs: autoencoders, encoder pretraining) "
+            f"The training that made the encoders ({len(upstream)} stage runs: autoencoders, ssl, encoder pretraining) "
             "follows the same plateau rule. "
             + (
                 f"⚠ Ended at their epoch limit while still improving: {', '.join(open_runs)}."
@@ -457,33 +452,58 @@ def markdown(summary: dict) -> str:
 
     clustering = summary.get("clustering")
     if clustering:
-        d = clustering["ami_difference"]
+        latents = clustering["latents"]
         lines += [
             "",
             "## Pseudo-labels against chance",
             "",
-            "Agreement of the k-means clusters with the true CXR-14 labels (single-label images): adjusted mutual "
-            "information (AMI, 0 at chance) with its 95% interval and the permutation p-value (cluster ids "
-            "shuffled against the labels); NMI beside the NMI that shuffled ids score.",
+            "Agreement of the clusters with the true CXR-14 labels (single-label images), for every latent clustered "
+            f"(the pseudo-labels are the **{clustering['pseudo_labels']}** clusters): adjusted mutual information "
+            "(AMI, 0 at chance) with its 95% interval and the permutation p-value (cluster ids shuffled against the "
+            "labels); NMI beside the NMI that shuffled ids score.",
             "",
-            "| run | AMI autoencoder | p | AMI raw pixels | p | NMI autoencoder (chance) | NMI raw pixels (chance) "
-            "| winner in this run |",
-            "|---|---|---|---|---|---|---|---|",
+            "| run | "
+            + " | ".join(f"AMI {n.replace('_', ' ')} | p" for n in latents)
+            + " | "
+            + " | ".join(f"NMI {n.replace('_', ' ')} (chance)" for n in latents)
+            + " |",
+            "|---|" + "---|---|" * len(latents) + "---|" * len(latents),
         ]
         for row in clustering["per_run"]:
             cells = []
-            for name in ("autoencoder", "raw_pixels"):
+            for name in latents:
                 ami = {"value": row[f"ami_{name}"], "low": row[f"ami_low_{name}"], "high": row[f"ami_high_{name}"]}
                 cells += [_cell(ami), _p(row[f"ami_p_{name}"])]
-            chance = [
-                f"{_fmt(row[f'nmi_{n}'])} ({_fmt(row[f'nmi_chance_{n}'])})" for n in ("autoencoder", "raw_pixels")
-            ]
-            lines.append(f"| {row['run']} | " + " | ".join(cells + chance) + f" | {row['winner']} |")
+            cells += [f"{_fmt(row[f'nmi_{n}'])} ({_fmt(row[f'nmi_chance_{n}'])})" for n in latents]
+            lines.append(f"| {row['run']} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for name, d in clustering["ami_minus_raw_pixels"].items():
+            lines.append(
+                f"AMI difference, {name} minus raw pixels, over {clustering['runs']} run(s): "
+                f"{_cell(d, 'diff', True)} ({CLUSTERING_METHODS[d['method']]}): **{d['winner']}**."
+            )
+
+    probe = summary.get("linear_probe")
+    if probe:
         lines += [
             "",
-            f"AMI difference, autoencoder minus raw pixels, over {clustering['runs']} run(s): "
-            f"{_cell(d, 'diff', True)} ({CLUSTERING_METHODS[d['method']]}): **{d['winner']}**.",
+            "## Linear probe: what each frozen encoder knows",
+            "",
+            f"Frozen encoder features ({probe['features']}), a {probe['probe']} fitted on the CXR-14 training "
+            f"split and scored on the {probe['split']['test_images']} films of the held-out split; mean over "
+            f"{len(probe['runs'])} run(s) with seed-aware 95% intervals ({probe['method']}). Describes the "
+            "encoders; nothing is called here.",
+            "",
+            "| encoder | macro AUC | minus none | Pneumothorax AUC | minus none |",
+            "|---|---|---|---|---|",
         ]
+        for name, e in probe["encoders"].items():
+            minus = e.get("minus_none") or {}
+            lines.append(
+                f"| {name} | {_cell(e['macro_auc'])} | {_cell(minus['macro_auc'], signed=True) if minus else '–'} | "
+                f"{_cell(e['pneumothorax_auc'])} | "
+                f"{_cell(minus['pneumothorax_auc'], signed=True) if minus else '–'} |"
+            )
 
     lines += [
         "",
@@ -517,8 +537,8 @@ def headline(summary: dict) -> dict:
     """The study's numbers as the one small metrics file `dvc exp show` and `dvc metrics diff`
     list: per variant and content-free baseline the primary endpoint (run mean), keyed by its
     name, and `ci`, the half-width of its seed-aware 95% interval (the exact bounds are in
-    the ablation JSON), plus the pseudo-labels' AMI (run mean) for the autoencoder latent
-    and raw pixels. Every difference, the Holm decisions and the secondary metrics are in
+    the ablation JSON), plus the clusterings' AMI (run mean) for every latent and the linear
+    probe's macro AUC per encoder (run mean). Every difference, the Holm decisions and the secondary metrics are in
     the ablation report."""
     primary = summary["primary"]
 
@@ -530,7 +550,12 @@ def headline(summary: dict) -> dict:
     out = {name: pair(m[primary]) for group in ("variants", "baselines") for name, m in summary[group].items()}
     clustering = summary.get("clustering")
     if clustering:
-        out["clustering"] = {k: _number(clustering[k], 4) for k in ("ami_autoencoder", "ami_raw_pixels")}
+        out["clustering"] = {f"ami_{name}": _number(value, 4) for name, value in clustering["ami"].items()}
+    probe = summary.get("linear_probe")
+    if probe:
+        out["linear_probe"] = {
+            f"macro_auc_{n}": _number(e["macro_auc"]["value"], 4) for n, e in probe["encoders"].items()
+        }
     return out
 
 
@@ -632,6 +657,7 @@ def report(
     headline_path: Path,
     upstream: dict[str, Path] | None = None,
     charts_dir: Path | None = None,
+    linear_probe: Path | None = None,
 ) -> dict:
     """Read the per-image CSVs (runs: variant -> one CSV per run, in the order of `run_ids`;
     baselines: name -> CSV), the U-Nets' training summaries (same layout as `runs`), the
@@ -640,7 +666,7 @@ def report(
     its dvclive metrics.json), check that the CSVs share their images, and write the ablation
     JSON and Markdown, the headline and (to `charts_dir`) the review charts' data: the forest
     plot, Dice by lesion size and the training curves over all runs (read beside each U-Net's
-    training summary)."""
+    training summary). `linear_probe`: the probe table of every encoder, shown beside."""
     paths = [p for ps in runs.values() for p in ps] + list(baselines.values())
     if not paths or any(not ps for ps in runs.values()):
         raise ValueError("report needs at least one CSV per variant")
@@ -659,6 +685,8 @@ def report(
     summary["upstream_training"] = {
         name: training_row(json.loads(Path(p).read_text())) for name, p in (upstream or {}).items()
     }
+    if linear_probe is not None:
+        summary["linear_probe"] = json.loads(Path(linear_probe).read_text())
     for path in (json_path, md_path, headline_path):
         path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")

@@ -4,7 +4,6 @@ with the lowest one."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import cv2
@@ -65,7 +64,6 @@ def train_autoencoder(
     criterion = models.by_name(LOSSES, loss, "loss")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = loop.plateau_scheduler(optimizer, min_delta)
-    plateau = loop.Plateau(patience, min_delta, max_epochs)
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     train_set = data.Arrays(images, None, train_idx)
     order = data.shuffled(train_set, seed)
@@ -81,6 +79,11 @@ def train_autoencoder(
     def per_image_loss(m, x):  # validation loss, image by image: no full-size reconstructions kept
         return criterion(m(x).float(), x, reduction="none").flatten(1).mean(1)
 
+    def validate():  # no validation split: the training loss decides
+        if not len(val_idx):
+            return {}, {}
+        return {"loss": float(loop.run_model(model, val_data, rt, per_image_loss, desc="validation").mean())}, {}
+
     checkpoint = checkpoints.Checkpoint(
         checkpoint_path,
         {**(params or {}), "seed": seed, "inputs": checkpoints.fingerprint(images_dir)},
@@ -91,34 +94,18 @@ def train_autoencoder(
         order=order.generator,
         hide=generator,
     )
-    start, saved = checkpoint.restore()
-    train_loss, val_loss = saved.get("train_loss", float("nan")), saved.get("val_loss", float("nan"))
-    plateau.history = saved.get("history", [])
-    best = saved.get("best", {"epoch": -1, "val_loss": float("inf")})
-    best_state = saved.get("best_state", copy.deepcopy(model.state_dict()))
-    with loop.live(live_dir, start) as live:
-        for epoch in range(start, 0 if saved.get("stopped") else max_epochs):  # stopped: killed after converging
-            train_loss = loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
-            val_loss = train_loss  # no validation split: the training loss decides
-            if len(val_idx):
-                val_loss = float(loop.run_model(model, val_data, rt, per_image_loss, desc="validation").mean())
-            live.log_metric("train/loss", train_loss)
-            live.log_metric("val/loss", val_loss)
-            live.next_step()
-            if val_loss < best["val_loss"] or best["epoch"] < 0:
-                best, best_state = {"epoch": epoch, "val_loss": val_loss}, copy.deepcopy(model.state_dict())
-            scheduler.step(val_loss)
-            stop = plateau.update(val_loss)
-            extra = {"train_loss": train_loss, "val_loss": val_loss, "history": plateau.history, "best": best}
-            checkpoint.save(epoch, **extra, best_state=best_state, stopped=stop)
-            if stop:
-                break
-        live.summary["selected"] = best
-        live.summary["plateau"] = {**plateau.summary(), "epochs": len(plateau.history), "best_epoch": best["epoch"]}
-    checkpoint.finish()
+    _, best_state, last = loop.fit(
+        model,
+        lambda epoch: loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch),
+        validate,
+        checkpoint=checkpoint,
+        scheduler=scheduler,
+        plateau=loop.Plateau(patience, min_delta, max_epochs),
+        live_dir=live_dir,
+    )
     model.load_state_dict(best_state)
     if not dist.is_main():
-        return {"train_loss": train_loss, "val_loss": val_loss}
+        return last
     meta = {"kind": "autoencoder", "arch": arch, "model_args": model_args, "params": params or {}}
     models.save_checkpoint(model_path, model, **meta)
     encoder_name = models.ENCODER if arch == "resnet34" else f"autoencoder-{arch}"
@@ -133,7 +120,7 @@ def train_autoencoder(
     )
     held_out = len(val_idx) > 0
     _reconstruction_grid(model, images, val_idx if held_out else train_idx, rt.device, reconstructions, held_out)
-    return {"train_loss": train_loss, "val_loss": val_loss}
+    return last
 
 
 def _reconstruction_grid(model, images, indices, device, path: Path, held_out: bool, n: int = 8) -> None:

@@ -1,0 +1,129 @@
+"""`linear_probe`: how much finding information each encoder holds before any fine-tuning.
+
+Every initialisation's encoder of every run (`models/encoders/<name>-<run>.safetensors`) is
+frozen; its features (the last stage, global average pooled: 512 numbers per film) of the
+prepared CXR-14 films are standardised and a logistic regression per class (scikit-learn,
+L2, `C`) is fitted on the training split and scored on the validation split, which no
+encoder was trained on (pretraining used it only to choose its epoch). The scores are the
+ROC AUC per class, their mean over the classes (macro AUC) and the Pneumothorax AUC.
+
+Intervals are the report's (`pneumo.core.bootstrap.seed_aware`): the same image resamples
+of the validation split for every encoder and run (stratified on any finding), runs paired
+by index, so an encoder's interval covers its training runs and which films were probed,
+and each difference from the random `none` encoder is paired on both. Nothing is called
+here: the probe describes the encoders, the segmentation table judges them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from pneumo.core import bootstrap, metrics, runtime
+from pneumo.core.inference import encoder_features
+from pneumo.formats.prepared import load_prepared, split_indices
+
+log = logging.getLogger(__name__)
+
+SCORES = ("macro_auc", "pneumothorax_auc")
+
+
+def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, c: float) -> np.ndarray:
+    """Decision scores (N_test, classes) of one standardised L2 logistic regression per class."""
+    scaler = StandardScaler().fit(x_train)
+    a, b = scaler.transform(x_train), scaler.transform(x_test)
+    return np.stack([LogisticRegression(C=c, max_iter=5000).fit(a, y).decision_function(b) for y in y_train.T], axis=1)
+
+
+def auc_samples(scores: np.ndarray, truth: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(B, classes) ROC AUC of each class on each row of image `counts` (a row of ones: the data)."""
+    columns = []
+    for j in range(truth.shape[1]):
+        pos = truth[:, j] > 0
+        columns.append(metrics.weighted_auc(scores[pos, j], scores[~pos, j], counts[:, pos], counts[:, ~pos]))
+    return np.stack(columns, axis=1)
+
+
+def _key(name: str) -> str:
+    return re.sub(r"\W+", "_", name.lower())
+
+
+def linear_probe(
+    *,
+    images_dir: Path,
+    encoders_dir: Path,
+    encoders: list[str],
+    run_ids: list[int],
+    classes: list[str],
+    c: float,
+    resamples: int,
+    seed: int,
+    out_path: Path,
+    device: str = "auto",
+) -> dict:
+    """Probe every encoder of every run; write the table (per encoder: per-run scores, their
+    seed-aware mean, the difference from `none`) to `out_path` and return it."""
+    dev = runtime.device_from(device)
+    images, _, rows = load_prepared(images_dir)
+    train, test = split_indices(rows, "train"), split_indices(rows, "val")
+    truth = np.array([[float(r[name]) for name in classes] for r in rows], dtype=np.float32)
+    present = [j for j in range(len(classes)) if 0 < truth[test, j].sum() < len(test) and 0 < truth[train, j].sum()]
+    if not len(test) or not present:
+        raise ValueError(
+            f"{images_dir}: the linear probe needs a validation split with every class both present and absent"
+        )
+    if "Pneumothorax" not in [classes[j] for j in present]:
+        raise ValueError(
+            f"{images_dir}: the linear probe needs Pneumothorax among prepare_cxr14.classes, in both splits"
+        )
+    classes = [classes[j] for j in present]
+    truth = truth[:, present]
+    any_finding = truth[test][:, [j for j, name in enumerate(classes) if name != "No Finding"]].sum(1) > 0
+    counts = np.vstack([np.ones(len(test), np.int64), bootstrap.stratified_counts(any_finding, resamples, seed)])
+    draws = bootstrap.run_counts(len(run_ids), resamples, seed)
+    pneumothorax = classes.index("Pneumothorax")
+
+    per_class: dict[str, np.ndarray] = {}  # encoder -> (runs, 1 + B, classes)
+    for name in encoders:
+        runs = []
+        for r in run_ids:
+            x = encoder_features(encoders_dir / f"{name}-{r}.safetensors", images, dev)
+            scores = fit_probe(x[train], truth[train], x[test], c)
+            runs.append(auc_samples(scores, truth[test], counts))
+            log.info("%s-%d: macro AUC %.3f", name, r, runs[-1][0].mean())
+        per_class[name] = np.stack(runs)
+
+    def estimate(values: np.ndarray) -> bootstrap.Estimate:  # values (runs, 1 + B)
+        return bootstrap.seed_aware(
+            values[:, 0], values[:, 1:], draws if len(run_ids) >= bootstrap.MIN_BOOTSTRAP_RUNS else None
+        )
+
+    def row(e: bootstrap.Estimate) -> dict:
+        return {"value": e.value, "low": e.low, "high": e.high}
+
+    table: dict = {
+        "split": {"train": int(len(train)), "test": "val", "test_images": int(len(test))},
+        "classes": classes,
+        "features": "last encoder stage, global average pooled (512), standardised",
+        "probe": f"logistic regression per class (L2, C={c})",
+        "runs": run_ids,
+        "encoders": {},
+    }
+    reference = per_class.get("none")
+    for name, values in per_class.items():
+        score = {"macro_auc": values.mean(2), "pneumothorax_auc": values[..., pneumothorax]}
+        entry = {s: row(estimate(v)) | {"per_run": [float(x) for x in v[:, 0]]} for s, v in score.items()}
+        entry["by_class"] = {_key(k): float(values[:, 0, j].mean()) for j, k in enumerate(classes)}
+        if reference is not None and name != "none":
+            base = {"macro_auc": reference.mean(2), "pneumothorax_auc": reference[..., pneumothorax]}
+            entry["minus_none"] = {s: row(estimate(score[s] - base[s])) for s in SCORES}
+        table["encoders"][name] = entry
+    table["method"] = bootstrap.METHODS[estimate(per_class[encoders[0]].mean(2)).method]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(table, indent=1) + "\n")
+    return table

@@ -1,0 +1,206 @@
+"""`train_ssl@<run>`: the `ssl` initialisation, the U-Net's ResNet34 encoder pretrained on the
+unlabeled CXR-14 films (labels never read; SIIM patients excluded by prepare_cxr14) with
+VICReg (Bardes, Ponce and LeCun 2022): two random views of each film, a projector, and a loss
+that pulls the views' embeddings together (invariance) while keeping every embedding
+dimension's spread up (variance) and the dimensions decorrelated (covariance). It needs no
+negatives and no momentum encoder, so it trains at the small batches of a CPU. The method's
+loss, projection head and two-view transform are lightly's (`lightly.loss.VICRegLoss`,
+`VICRegProjectionHead`, `MultiViewTransform`); the views are torchvision transforms that fit a
+radiograph: a crop of `crop` of the film, a small rotation, gamma, brightness and contrast,
+blur and noise, never colour. The learning rate decays on a cosine over `max_epochs` (the
+usual schedule of the method: the plateau scheduler of the other stages would halve it after
+nearly every epoch, as VICReg's loss falls ~1% an epoch); training stops when the validation
+loss (the same fixed views of the validation films every epoch) plateaus (`loop.Plateau`)
+and keeps the epoch with the lowest one. The projector is dropped, as in the method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightly.loss import VICRegLoss
+from lightly.models.modules.heads import VICRegProjectionHead
+from lightly.transforms.multi_view_transform import MultiViewTransform
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from pneumo.core import checkpoints, data, dist, loop, models, runtime
+from pneumo.formats.prepared import load_prepared, split_indices
+
+
+class RandomGamma(nn.Module):
+    """x ** gamma on a [0, 1] image, gamma log-uniform in [1 / `gamma`, `gamma`] (a film's
+    exposure curve); drawn from torch's global generator, like torchvision's transforms."""
+
+    def __init__(self, gamma: float):
+        super().__init__()
+        self.log_gamma = float(np.log(gamma))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.exp((torch.rand(()) * 2 - 1) * self.log_gamma)
+        return x.clamp(0, 1) ** g
+
+
+def radiograph_view(
+    size: int,
+    crop: list[float],
+    rotate_deg: float,
+    gamma: float,
+    brightness: float,
+    contrast: float,
+    blur: float,
+    noise: float,
+) -> v2.Compose:
+    """One random view of a [0, 1] film (1, H, W): crop and resize, rotate, gamma, brightness
+    and contrast, blur (a share `blur` of the views), Gaussian noise (sd `noise`)."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=tuple(crop), ratio=(0.85, 1.18), antialias=True),
+            v2.RandomRotation(rotate_deg),
+            RandomGamma(gamma),
+            v2.ColorJitter(brightness=brightness, contrast=contrast),  # one channel: grey levels only
+            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.0))], p=blur),
+            v2.GaussianNoise(sigma=noise, clip=True),
+        ]
+    )
+
+
+class Views(Dataset):
+    """(two views (2, 1, H, W) as model inputs, no target) of the prepared films at `indices`."""
+
+    def __init__(self, images: np.ndarray, indices: np.ndarray, transform: MultiViewTransform):
+        self.images, self.indices, self.transform = images, np.asarray(indices), transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        film = torch.from_numpy(np.array(self.images[self.indices[i]]))[None].float() / 255
+        views = torch.stack(self.transform(film))
+        return (views - data.MEAN) / data.STD, torch.zeros(())
+
+
+class VICReg(nn.Module):
+    """The encoder, global average pooling and lightly's VICReg projector. Input: view pairs
+    (B, 2, 1, H, W); output: their embeddings (B, 2, D), so that the pairs stay together when
+    torchrun gathers a global batch."""
+
+    def __init__(self, hidden: int, out: int):
+        super().__init__()
+        self.encoder = models.build_encoder(1)
+        self.projector = VICRegProjectionHead(self.encoder.out_channels[-1], hidden, out, num_layers=3)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        b = pairs.shape[0]
+        z = self.projector(self.encoder(pairs.flatten(0, 1))[-1].mean(dim=(2, 3)))
+        return z.view(b, 2, -1)
+
+
+class PairLoss(nn.Module):
+    """lightly's VICRegLoss on the two views of (B, 2, D) embeddings (the targets are unused)."""
+
+    def __init__(self):
+        super().__init__()
+        self.loss = VICRegLoss()
+
+    def forward(self, z: torch.Tensor, _targets: torch.Tensor | None = None) -> torch.Tensor:
+        return self.loss(z[:, 0], z[:, 1])
+
+
+def train_ssl(
+    *,
+    images_dir: Path,
+    out_path: Path,
+    live_dir: Path,
+    checkpoint_path: Path,
+    crop: list[float],
+    rotate_deg: float,
+    gamma: float,
+    brightness: float,
+    contrast: float,
+    blur: float,
+    noise: float,
+    projector: list[int],
+    max_epochs: int,
+    patience: int,
+    min_delta: float,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    resume: bool = True,
+    rt: runtime.Runtime | None = None,
+    params: dict | None = None,
+) -> dict:
+    """Pretrain the encoder with VICReg on the training films of `images_dir` until the
+    validation loss plateaus; write the selected epoch's encoder to `out_path`, the curves to
+    `live_dir`. Returns the last epoch's losses."""
+    rt = rt or runtime.start()
+    images, _, rows = load_prepared(images_dir)
+    view = radiograph_view(int(images.shape[1]), crop, rotate_deg, gamma, brightness, contrast, blur, noise)
+    transform = MultiViewTransform([view, view])
+    model = rt.prepare(VICReg(*projector))
+    step = rt.wrap(model)
+    criterion = PairLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max_epochs)  # SSL's usual decay
+    train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
+    train_set = Views(images, train_idx, transform)
+    order = data.shuffled(train_set, seed)
+    train_data = data.loader(train_set, batch_size, order=order, train=True, rt=rt)
+
+    def batch_fn(batch):
+        return batch[0].to(rt.device, non_blocking=True), batch[1]
+
+    # the validation views are drawn once, from their own seed: every epoch scores the same pairs
+    with torch.random.fork_rng():
+        torch.manual_seed(seed + 1_000_003)
+        val_views = torch.stack([Views(images, val_idx, transform)[i][0] for i in range(len(val_idx))])
+
+    @torch.no_grad()
+    def validate():
+        if not len(val_views):
+            return {}, {}
+        model.eval()
+        with rt.autocast():
+            z = [
+                model(val_views[i : i + batch_size].to(rt.device)).float() for i in range(0, len(val_views), batch_size)
+            ]
+        return {"loss": float(criterion(torch.cat(z)))}, {}
+
+    checkpoint = checkpoints.Checkpoint(
+        checkpoint_path,
+        {**(params or {}), "seed": seed, "inputs": checkpoints.fingerprint(images_dir)},
+        resume,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        order=order.generator,
+    )
+    best, best_state, last = loop.fit(
+        model,
+        lambda epoch: loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch),
+        validate,
+        checkpoint=checkpoint,
+        scheduler=scheduler,
+        plateau=loop.Plateau(patience, min_delta, max_epochs),
+        live_dir=live_dir,
+    )
+    if not dist.is_main():
+        return last
+    model.load_state_dict(best_state)
+    models.save_checkpoint(
+        out_path,
+        model.encoder,
+        kind="encoder",
+        encoder=models.ENCODER,
+        in_channels=1,
+        source="ssl",
+        method="VICReg (lightly)",
+        pretrained=True,
+        selected_epoch=best["epoch"],
+        params=params or {},
+    )
+    return last

@@ -4,6 +4,7 @@ DICOMs in every transfer syntax written from them (with the writers of dicom_wri
 the helpers that set up tiny U-Net trainings (as fixtures returning the function, so test
 modules never import this file)."""
 
+import csv
 import gzip
 import os
 import shutil
@@ -287,3 +288,25 @@ def dicom_corpus(real_dicoms, tmp_path_factory) -> tuple[Path, dict[str, str | N
     (folder / "not-dicom.dcm").write_text("ImageId,EncodedPixels\n")
     expect["not-dicom.dcm"] = "not a readable DICOM file"
     return folder, expect, sources
+
+
+@pytest.fixture(scope="session")
+def tiny_cxr14(tmp_path_factory) -> Path:
+    """A prepared CXR-14-like folder (images.npy, index.csv; 80 training and 40 validation films
+    of 32 px): Effusion films are brighter (any encoder sees it), Pneumothorax is a coin toss
+    (no encoder can), No Finding is neither."""
+    folder = tmp_path_factory.mktemp("probe") / "cxr14"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    n = 120
+    effusion, pneumothorax = rng.random(n) < 0.4, rng.random(n) < 0.3
+    images = rng.integers(0, 150, (n, 32, 32)) + 100 * effusion[:, None, None]
+    np.save(folder / "images.npy", images.astype(np.uint8))
+    with open(folder / "index.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_id", "patient_id", "split", "No Finding", "Effusion", "Pneumothorax"])
+        for i in range(n):
+            finding = effusion[i] or pneumothorax[i]
+            split = "train" if i < 80 else "val"
+            writer.writerow([f"{i}.png", i, split, int(not finding), int(effusion[i]), int(pneumothorax[i])])
+    return folder

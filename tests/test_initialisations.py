@@ -3,6 +3,7 @@ pretraining, fine-tuning and activation maps then work for it with no other chan
 
 import csv
 import json
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,8 +91,8 @@ def test_a_toy_initialisation_runs_through_pretraining_and_train_unet(toy, tiny_
 
 
 def test_unknown_and_duplicate_names_are_refused():
-    with pytest.raises(ValueError, match=r"unknown encoder initialisation 'imagenet'; valid: \['autoencoder'"):
-        initialisations.get("imagenet")
+    with pytest.raises(ValueError, match=r"unknown encoder initialisation 'moco'; valid: \['autoencoder'"):
+        initialisations.get("moco")
     with pytest.raises(ValueError, match="already registered"):
         initialisations.register(initialisations.Initialisation("labels", "x"))
     with pytest.raises(ValueError, match="has no pretraining"):
@@ -122,17 +123,35 @@ def test_every_train_unet_variant_is_registered_and_every_pretraining_is_known(r
     )
 
 
-def test_each_initialisation_names_the_stage_that_writes_its_encoder(root):
-    """`produced_by` is what dvc.yaml says: the stage whose outputs hold the encoder file."""
+def test_each_initialisation_names_the_stage_that_writes_its_encoder(root, tmp_path):
+    """`produced_by` is what dvc.yaml says: the stage whose outputs hold the encoder file, for
+    every registry entry: the default's, and the experiment rows' (the pseudo-label controls,
+    imagenet) once their params switch them on, as the README's commands do."""
+    import shutil
+    import subprocess
+
     from dvc.repo import Repo
 
-    writers = {o.def_path: s.addressing.split("@")[0] for s in Repo(str(root)).index.stages for o in s.outs}
+    shutil.copy(root / "dvc.yaml", tmp_path / "dvc.yaml")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    for name in params["train_unet"]["variants"]:
-        encoder = f"models/encoders/{name}-{params['runs'][0]}.safetensors"
-        assert writers[encoder] == initialisations.get(name).produced_by, name
+    params["pretrain_encoder"]["initialisations"] += ["permuted_clusters", "raw_clusters"]
+    params["import_encoder"] |= {"initialisations": ["imagenet"], "weights": "/somewhere/resnet34.pth"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    for repo in (root, tmp_path):
+        writers = {o.def_path: s.name.split("@")[0] for s in Repo(str(repo)).index.stages for o in s.outs}
+        found = {p.split("/")[-1].rsplit("-", 1)[0] for p in writers if p.startswith("models/encoders/")}
+        for name in found:
+            encoder = f"models/encoders/{name}-{params['runs'][0]}.safetensors"
+            assert writers[encoder] == initialisations.get(name).produced_by, name
+        if repo == root:
+            assert found == set(params["train_unet"]["variants"]) | {"autoencoder"}
+    assert found == set(initialisations.REGISTRY)  # every entry has its stage
 
 
-def test_a_pretraining_that_is_not_a_pretraining_object_is_refused():
-    with pytest.raises(ValueError, match="a core.initialisations.Pretraining or None"):
-        initialisations.register(initialisations.Initialisation("strings", "pretrain_encoder", "cluster"))
+def test_cluster_targets_are_files_of_the_run_folder(tmp_path):
+    for name in ("pseudo_labels", "permuted_clusters", "raw_clusters"):
+        pretraining = initialisations.get(name).pretraining
+        assert pretraining.targets_file(tmp_path) == tmp_path / f"{name}.csv"
+    labels = initialisations.get("labels").pretraining
+    assert labels.targets_file(tmp_path / "index.csv") == tmp_path / "index.csv"

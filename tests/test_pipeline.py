@@ -21,9 +21,11 @@ SMOKE = {
     "synthesize": {"n_siim": 40, "n_cxr14": 60, "size": 64},
     "data": {"image_size": 32},
     "train_autoencoder": {"max_epochs": 1, "batch_size": 16},
+    "train_ssl": {"max_epochs": 1, "batch_size": 16},
     "pretrain_encoder": {"max_epochs": 1, "batch_size": 16},
     "train_unet": {"max_epochs": 2, "batch_size": 8},
     "cluster_latents": {"resamples": 200, "permutations": 199},
+    "linear_probe": {"resamples": 200},
     "report": {"resamples": 200},
 }
 
@@ -86,11 +88,13 @@ def test_default_pipeline_end_to_end(repo):
         "prepare_cxr14",
         "train_autoencoder@0",
         "train_autoencoder@1",
+        "train_ssl@1",
         "cluster_latents@1",
         "init_encoder@1",
         "pretrain_encoder@labels-0",
         "pretrain_encoder@pseudo_labels-1",
-        "train_unet@autoencoder-1",
+        "linear_probe",
+        "train_unet@ssl-1",
         "evaluate@none-0",
         "baselines",
         "report",
@@ -99,7 +103,7 @@ def test_default_pipeline_end_to_end(repo):
     ):
         assert f"Running stage '{stage}'" in out
     table = (repo / "metrics" / "ablation.md").read_text()
-    for variant in ("none", "labels", "pseudo_labels", "autoencoder"):
+    for variant in ("none", "labels", "pseudo_labels", "ssl"):
         assert f"| {variant} | 2 |" in table
     for baseline in ("all_empty", "location_prior"):
         assert f"| {baseline} (baseline) |" in table
@@ -107,13 +111,13 @@ def test_default_pipeline_end_to_end(repo):
     assert ablation["primary"] == "dice_positive" and ablation["runs"] == 2
     none = ablation["variants"]["none"]["dice_positive"]
     assert 0 <= none["low"] <= none["value"] <= none["high"] <= 1
-    assert set(ablation["vs_none"]) == {"labels", "pseudo_labels", "autoencoder"}
+    assert set(ablation["vs_none"]) == {"labels", "pseudo_labels", "ssl"}
     assert all(set(row["holm"]) >= {"called", "adjusted_p"} for row in ablation["vs_none"].values())
     assert {f"{v}-{r}" for v, rows in ablation["per_run"].items() for r in (row["run"] for row in rows)} == {
-        f"{v}-{r}" for v in ("none", "labels", "pseudo_labels", "autoencoder") for r in (0, 1)
+        f"{v}-{r}" for v in ("none", "labels", "pseudo_labels", "ssl") for r in (0, 1)
     }
     headline = json.loads((repo / "metrics" / "headline.json").read_text())
-    names = ["none", "labels", "pseudo_labels", "autoencoder", "all_empty", "location_prior", "clustering"]
+    names = ["none", "labels", "pseudo_labels", "ssl", "all_empty", "location_prior", "clustering", "linear_probe"]
     assert list(headline) == names
     assert headline["none"] == {
         "dice_positive": round(none["value"], 4),
@@ -123,9 +127,16 @@ def test_default_pipeline_end_to_end(repo):
     assert list(shown[""]["data"]) == ["metrics/headline.json"]  # the one metrics file
     for r in (0, 1):
         pseudo = json.loads((repo / "metrics" / "pseudo_labels" / f"{r}.json").read_text())
-        assert set(pseudo) >= {"autoencoder", "raw_pixels", "ami_difference"}
-        assert pseudo["autoencoder"]["ami_low"] <= pseudo["autoencoder"]["ami"] <= pseudo["autoencoder"]["ami_high"]
-        assert 0 < pseudo["autoencoder"]["ami_p"] <= 1
+        assert set(pseudo) >= {"autoencoder", "ssl", "raw_pixels", "minus_raw_pixels"}
+        for latent in ("autoencoder", "ssl"):
+            assert pseudo[latent]["ami_low"] <= pseudo[latent]["ami"] <= pseudo[latent]["ami_high"]
+            assert 0 < pseudo[latent]["ami_p"] <= 1
+        for targets in ("pseudo_labels", "permuted_clusters", "raw_clusters"):  # the controls' targets too
+            assert (repo / "data" / "pseudo_labels" / str(r) / f"{targets}.csv").stat().st_size > 0
+    probe = json.loads((repo / "metrics" / "linear_probe.json").read_text())
+    assert list(probe["encoders"]) == ["none", "labels", "pseudo_labels", "autoencoder", "ssl"]
+    assert all(len(e["macro_auc"]["per_run"]) == 2 for e in probe["encoders"].values())
+    assert "## Linear probe" in table
     assert json.loads((repo / "metrics" / "prepare_cxr14.json").read_text())["excluded_leakage"] > 0
     card = (repo / "models" / "unet" / "labels-0" / "MODEL_CARD.md").read_text()
     assert "synthetic data" in card and "all empty" in card

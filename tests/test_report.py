@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pneumo.core import bootstrap, metrics
+from pneumo.core import bootstrap, metrics, models, runtime
 from pneumo.formats import dicom, per_image
-from pneumo.tasks import cluster_latents, report
+from pneumo.tasks import cluster_latents, linear_probe, report
 
 
 def table(positive, dice, score) -> dict:
@@ -243,7 +243,7 @@ def make_study(tmp_path: Path, runs: list[int], synthetic: bool = True) -> dict:
     for r in runs:  # the autoencoder's clusters follow the labels a little, raw pixels not at all
         truth = rng.integers(0, 4, 300)
         ours, raw = np.where(rng.random(300) < 0.5, truth, rng.integers(0, 4, 300)), rng.integers(0, 4, 300)
-        result = cluster_latents.compare(ours, raw, truth, resamples=200, seed=r)
+        result = cluster_latents.compare({"autoencoder": ours, "raw_pixels": raw}, truth, resamples=200, seed=r)
         for name, ids_ in (("autoencoder", ours), ("raw_pixels", raw)):
             result[name] |= cluster_latents.chance(ids_, truth, permutations=99, seed=r)
         clustering.append(tmp_path / f"pseudo_labels/{r}.json")
@@ -341,8 +341,9 @@ def test_report_end_to_end(tmp_path):
         assert row["ami_autoencoder"] > 0.1 and row["ami_p_autoencoder"] == 0.01  # 1 / (1 + 99 permutations)
         assert row["ami_low_raw_pixels"] <= row["ami_raw_pixels"] <= row["ami_high_raw_pixels"]
         assert row["nmi_chance_raw_pixels"] > 0
-    assert clustering["ami_difference"]["winner"] == "autoencoder"
-    assert clustering["ami_difference"]["method"] == bootstrap.T_RUNS_IMAGES
+    assert clustering["latents"] == ["autoencoder", "raw_pixels"] and clustering["pseudo_labels"] == "autoencoder"
+    assert clustering["ami_minus_raw_pixels"]["autoencoder"]["winner"] == "autoencoder"
+    assert clustering["ami_minus_raw_pixels"]["autoencoder"]["method"] == bootstrap.T_RUNS_IMAGES
 
     md = (tmp_path / "a.md").read_text()
     assert "**Every verdict below holds on these phantoms (synthetic data)**" in md
@@ -371,8 +372,8 @@ def test_report_end_to_end(tmp_path):
         source = {**saved["variants"], **saved["baselines"]}[name]["dice_positive"]
         assert row == {"dice_positive": round(source["value"], 4), "ci": round((source["high"] - source["low"]) / 2, 4)}
     assert head["clustering"] == {
-        "ami_autoencoder": round(clustering["ami_autoencoder"], 4),
-        "ami_raw_pixels": round(clustering["ami_raw_pixels"], 4),
+        "ami_autoencoder": round(clustering["ami"]["autoencoder"], 4),
+        "ami_raw_pixels": round(clustering["ami"]["raw_pixels"], 4),
     }
     assert not [k for k in keys(head) if "." in k or " " in k]
 
@@ -395,7 +396,7 @@ def test_one_run_calls_nothing(tmp_path):
     assert saved["vs_none"]["labels"]["dice_positive"]["low"] > 0  # the images alone would have "resolved" it
     assert not any(row["dice_positive"]["resolved"] for row in saved["vs_baseline"].values())
     assert saved["smallest_detectable_difference"]["includes_run_variance"] is False
-    assert saved["clustering"]["ami_difference"]["winner"] == "not called: one run"
+    assert saved["clustering"]["ami_minus_raw_pixels"]["autoencoder"]["winner"] == "not called: one run"
     md = (tmp_path / "a.md").read_text()
     assert "**Every verdict below holds on this test split**" in md
     assert "**One run per variant: this report calls no difference between initialisations.**" in md
@@ -453,8 +454,23 @@ def test_report_fails_on_a_file_with_other_image_order(tmp_path):
     assert not (tmp_path / "a.json").exists()
 
 
-def test_stage_reads_params_and_writes_both_files(root, tmp_path):
+def test_stage_reads_params_and_writes_both_files(root, tmp_path, tiny_cxr14):
     make_study(tmp_path, [0, 1, 2])
+    for r in (0, 2):  # a real probe table: random encoders on tiny films
+        runtime.seed_everything(r)
+        models.save_checkpoint(tmp_path / "encoders" / f"none-{r}.safetensors", models.build_encoder(1))
+    linear_probe.linear_probe(
+        images_dir=tiny_cxr14,
+        encoders_dir=tmp_path / "encoders",
+        encoders=["none"],
+        run_ids=[0, 2],
+        classes=["No Finding", "Effusion", "Pneumothorax"],
+        c=0.1,
+        resamples=50,
+        seed=0,
+        out_path=tmp_path / "linear_probe.json",
+        device="cpu",
+    )
     (tmp_path / "params.yaml").write_text(
         "seed: 7\nruns: [0, 2]\ntrain_unet: {variants: [none, labels]}\n"
         "report: {resamples: 50, primary: dice_positive}\n"
@@ -463,6 +479,8 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path):
     for name, met in (
         ("train_autoencoder/0", True),
         ("train_autoencoder/2", False),
+        ("train_ssl/0", True),
+        ("train_ssl/2", True),
         ("pretrain_encoder/labels-0", True),
         ("pretrain_encoder/labels-2", False),
     ):
@@ -472,8 +490,19 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path):
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "metrics.json").write_text(json.dumps({"plateau": plateau}))
     cmd += ["--training", "train_unet", "--pseudo-labels", "pseudo_labels"]
-    cmd += ["--autoencoders", "train_autoencoder", "--pretraining", "pretrain_encoder"]
-    cmd += ["--json", "m/ablation.json", "--md", "m/ablation.md", "--headline", "m/h.json", "--charts", "m/charts"]
+    cmd += ["--autoencoders", "train_autoencoder", "--ssl", "train_ssl", "--pretraining", "pretrain_encoder"]
+    cmd += [
+        "--linear-probe",
+        "linear_probe.json",
+        "--json",
+        "m/ablation.json",
+        "--md",
+        "m/ablation.md",
+        "--headline",
+        "m/h.json",
+        "--charts",
+        "m/charts",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     saved = json.loads((tmp_path / "m" / "ablation.json").read_text())
@@ -483,10 +512,13 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path):
     assert list(saved["baselines"]) == ["all_empty", "location_prior"]
     md = (tmp_path / "m" / "ablation.md").read_text()
     assert md.startswith("# Ablation")
-    # the encoders' own training: the labels pretraining of runs 0 and 2 (none is not pretrained), both autoencoders
+    # the encoders' own training: the labels pretraining of runs 0 and 2 (none is not pretrained), both
+    # autoencoders and ssl encoders
     assert list(saved["upstream_training"]) == [
         "train_autoencoder@0",
         "train_autoencoder@2",
+        "train_ssl@0",
+        "train_ssl@2",
         "pretrain_encoder@labels-0",
         "pretrain_encoder@labels-2",
     ]
@@ -494,8 +526,14 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path):
         "still improving: train_autoencoder@2 (16 epochs, still 7.0% better), pretrain_encoder@labels-2 (1 epochs)."
         in md
     )
+    probe = md.split("## Linear probe")[1].split("##")[0]
+    assert "the 40 films of the held-out split; mean over 2 run(s)" in probe
+    assert re.search(r"\| none \| 0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\] \| – \|", probe)
     head = json.loads((tmp_path / "m" / "h.json").read_text())
-    assert list(head) == ["none", "labels", "all_empty", "location_prior", "clustering"]
+    assert list(head) == ["none", "labels", "all_empty", "location_prior", "clustering", "linear_probe"]
+    assert head["linear_probe"] == {
+        "macro_auc_none": round(saved["linear_probe"]["encoders"]["none"]["macro_auc"]["value"], 4)
+    }
     assert "called on dice_positive: labels" in proc.stderr
 
 

@@ -141,6 +141,8 @@ class Initialisation:
     pretraining: Pretraining | None = None  # how `pretrain_encoder` fits it; None: not pretrained there
 
 
+REFERENCE = "none"  # the baseline every other initialisation is compared with (report, linear probe)
+
 REGISTRY: dict[str, Initialisation] = {
     "none": Initialisation("none", "init_encoder"),  # seeded random weights: the baseline
     "labels": Initialisation("labels", "pretrain_encoder", ClassLabels("Pneumothorax")),

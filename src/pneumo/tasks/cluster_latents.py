@@ -338,9 +338,6 @@ def true_classes(rows: list[dict], classes: list[str]) -> np.ndarray:
     return np.where(hot.sum(1) == 1, hot.argmax(1), -1)
 
 
-LATENTS = ("autoencoder", "ssl")  # what `cluster_latents.latent` may choose for the pseudo-labels
-
-
 def cluster_latents(
     *,
     images_dir: Path,
@@ -370,8 +367,9 @@ def cluster_latents(
     `out_dir` the cluster ids of `latent` (pseudo_labels.csv) and the two controls of the
     pseudo-label claim: the same ids shuffled across the films (permuted_clusters.csv: the
     cluster sizes, no content) and the raw pixels' clusters (raw_clusters.csv); and the plots."""
-    if latent not in LATENTS or (latent == "ssl" and ssl_path is None):
-        raise ValueError(f"cluster_latents.latent={latent!r}: one of {list(LATENTS)} (ssl needs the ssl encoder)")
+    given = {"autoencoder": model_path, "ssl": ssl_path}  # the models whose latents become clusters
+    if given.get(latent) is None:
+        raise ValueError(f"cluster_latents.latent={latent!r}: one of {sorted(given)} (ssl needs the ssl encoder)")
     dev = runtime.device_from(device)
     images, _, rows = load_prepared(images_dir)
     k = k or len(classes)

@@ -5,7 +5,9 @@ frozen; its features (the last stage, global average pooled: 512 numbers per fil
 prepared CXR-14 films are standardised and a logistic regression per class (scikit-learn,
 L2, `C`) is fitted on the training split and scored on the validation split, which no
 encoder was trained on (pretraining used it only to choose its epoch). The scores are the
-ROC AUC per class, their mean over the classes (macro AUC) and the Pneumothorax AUC.
+ROC AUC per class, their mean over the classes (macro AUC) and the Pneumothorax AUC (classes
+that the held-out split lacks, or holds on every film, are left out and named by omission in
+`classes`).
 
 Intervals are the report's (`pneumo.core.bootstrap.seed_aware`): the same image resamples
 of the validation split for every encoder and run (stratified on any finding), runs paired
@@ -24,13 +26,11 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from pneumo.core import bootstrap, metrics, runtime
+from pneumo.core import bootstrap, initialisations, metrics, runtime
 from pneumo.core.inference import encoder_features
 from pneumo.formats.prepared import load_prepared, split_indices
 
 log = logging.getLogger(__name__)
-
-SCORES = ("macro_auc", "pneumothorax_auc")
 
 
 def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, c: float) -> np.ndarray:
@@ -72,21 +72,19 @@ def linear_probe(
     images, _, rows = load_prepared(images_dir)
     train, test = split_indices(rows, "train"), split_indices(rows, "val")
     truth = np.array([[float(r[name]) for name in classes] for r in rows], dtype=np.float32)
+    # a class is scored where both splits hold it and the held-out one also lacks it somewhere
     present = [j for j in range(len(classes)) if 0 < truth[test, j].sum() < len(test) and 0 < truth[train, j].sum()]
-    if not len(test) or not present:
-        raise ValueError(
-            f"{images_dir}: the linear probe needs a validation split with every class both present and absent"
-        )
-    if "Pneumothorax" not in [classes[j] for j in present]:
-        raise ValueError(
-            f"{images_dir}: the linear probe needs Pneumothorax among prepare_cxr14.classes, in both splits"
-        )
+    if not present:
+        raise ValueError(f"{images_dir}: no class is both present and absent in the held-out split; nothing to probe")
     classes = [classes[j] for j in present]
     truth = truth[:, present]
     any_finding = truth[test][:, [j for j, name in enumerate(classes) if name != "No Finding"]].sum(1) > 0
     counts = np.vstack([np.ones(len(test), np.int64), bootstrap.stratified_counts(any_finding, resamples, seed)])
     draws = bootstrap.run_counts(len(run_ids), resamples, seed)
-    pneumothorax = classes.index("Pneumothorax")
+    scored = {"macro_auc": lambda v: v.mean(2)}  # (runs, 1 + B, classes) -> (runs, 1 + B)
+    if "Pneumothorax" in classes:
+        pneumothorax = classes.index("Pneumothorax")
+        scored["pneumothorax_auc"] = lambda v: v[..., pneumothorax]
 
     per_class: dict[str, np.ndarray] = {}  # encoder -> (runs, 1 + B, classes)
     for name in encoders:
@@ -103,8 +101,8 @@ def linear_probe(
             values[:, 0], values[:, 1:], draws if len(run_ids) >= bootstrap.MIN_BOOTSTRAP_RUNS else None
         )
 
-    def row(e: bootstrap.Estimate) -> dict:
-        return {"value": e.value, "low": e.low, "high": e.high}
+    def row(e: bootstrap.Estimate, lowest: float = 0.0) -> dict:  # clipped to where an AUC (difference) can lie
+        return {"value": e.value, "low": max(e.low, lowest), "high": min(e.high, 1.0)}
 
     table: dict = {
         "split": {"train": int(len(train)), "test": "val", "test_images": int(len(test))},
@@ -114,14 +112,14 @@ def linear_probe(
         "runs": run_ids,
         "encoders": {},
     }
-    reference = per_class.get("none")
+    reference = per_class.get(initialisations.REFERENCE)
     for name, values in per_class.items():
-        score = {"macro_auc": values.mean(2), "pneumothorax_auc": values[..., pneumothorax]}
-        entry = {s: row(estimate(v)) | {"per_run": [float(x) for x in v[:, 0]]} for s, v in score.items()}
+        entry = {
+            s: row(estimate(f(values))) | {"per_run": [float(x) for x in f(values)[:, 0]]} for s, f in scored.items()
+        }
         entry["by_class"] = {_key(k): float(values[:, 0, j].mean()) for j, k in enumerate(classes)}
-        if reference is not None and name != "none":
-            base = {"macro_auc": reference.mean(2), "pneumothorax_auc": reference[..., pneumothorax]}
-            entry["minus_none"] = {s: row(estimate(score[s] - base[s])) for s in SCORES}
+        if reference is not None and name != initialisations.REFERENCE:
+            entry["minus_none"] = {s: row(estimate(f(values) - f(reference)), -1.0) for s, f in scored.items()}
         table["encoders"][name] = entry
     table["method"] = bootstrap.METHODS[estimate(per_class[encoders[0]].mean(2)).method]
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ from pneumo.tasks.import_encoder import import_encoder
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--initialisation", required=True, help="initialisation name (core/initialisations.py)")
-    parser.add_argument("--seed", type=int, required=True, help="the run (one of `runs`); the weights do not use it")
     parser.add_argument("--weights", required=True, help="torchvision resnet34 ImageNet file (.pth, .pt, .safetensors)")
     parser.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write")
     args = parser.parse_args(argv)

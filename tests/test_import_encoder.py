@@ -28,7 +28,7 @@ stage = _stage()
 
 
 def run_stage(weights, out: Path) -> None:
-    stage.main(["--initialisation", "imagenet", "--seed", "0", "--weights", str(weights), "--out", str(out)])
+    stage.main(["--initialisation", "imagenet", "--weights", str(weights), "--out", str(out)])
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@ pretraining, fine-tuning and activation maps then work for it with no other chan
 
 import csv
 import json
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from dvc.repo import Repo
 
 from pneumo.core import initialisations, models, runtime
 from pneumo.tasks import activation_maps, pretrain_encoder, train_unet
@@ -127,11 +130,6 @@ def test_each_initialisation_names_the_stage_that_writes_its_encoder(root, tmp_p
     """`produced_by` is what dvc.yaml says: the stage whose outputs hold the encoder file, for
     every registry entry: the default's, and the experiment rows' (the pseudo-label controls,
     imagenet) once their params switch them on, as the README's commands do."""
-    import shutil
-    import subprocess
-
-    from dvc.repo import Repo
-
     shutil.copy(root / "dvc.yaml", tmp_path / "dvc.yaml")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["pretrain_encoder"]["initialisations"] += ["permuted_clusters", "raw_clusters"]
@@ -155,3 +153,9 @@ def test_cluster_targets_are_files_of_the_run_folder(tmp_path):
         assert pretraining.targets_file(tmp_path) == tmp_path / f"{name}.csv"
     labels = initialisations.get("labels").pretraining
     assert labels.targets_file(tmp_path / "index.csv") == tmp_path / "index.csv"
+
+
+def test_a_pretraining_that_is_not_a_pretraining_object_is_refused():
+    with pytest.raises(ValueError, match="a core.initialisations.Pretraining or None"):
+        initialisations.register(initialisations.Initialisation("strings", "pretrain_encoder", "cluster"))
+    assert "strings" not in initialisations.REGISTRY

@@ -66,3 +66,27 @@ def test_every_encoder_of_every_run_is_probed_with_seed_aware_intervals(tiny_cxr
         assert table["encoders"]["copy"][score]["per_run"] == e["per_run"]
         assert table["encoders"]["copy"]["minus_none"][score] == {"value": 0, "low": 0, "high": 0}
     assert "minus_none" not in none
+
+
+def test_a_split_without_a_scorable_class_is_reported_not_fatal(tiny_cxr14, tmp_path):
+    """A class no film has (a handful of real sample films can lack every finding): nothing
+    can be scored; the stage says so in its table and the pipeline goes on."""
+    films = tmp_path / "cxr14"
+    films.mkdir()
+    shutil.copy(tiny_cxr14 / "images.npy", films / "images.npy")
+    rows = (tiny_cxr14 / "index.csv").read_text().splitlines()
+    (films / "index.csv").write_text("\n".join([rows[0] + ",Nodule", *(r + ",0" for r in rows[1:])]) + "\n")
+    table = linear_probe.linear_probe(
+        images_dir=films,
+        encoders_dir=tmp_path / "encoders",  # never read: there is nothing to probe
+        encoders=["none"],
+        run_ids=[0],
+        classes=["Nodule"],
+        c=0.1,
+        resamples=10,
+        seed=0,
+        out_path=tmp_path / "probe.json",
+        device="cpu",
+    )
+    assert table["encoders"] == {} and "nothing probed" in table["skipped"]
+    assert json.loads((tmp_path / "probe.json").read_text()) == table

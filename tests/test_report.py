@@ -240,11 +240,15 @@ def make_study(tmp_path: Path, runs: list[int], synthetic: bool = True) -> dict:
         ),
     }
     clustering = []
-    for r in runs:  # the autoencoder's clusters follow the labels a little, raw pixels not at all
+    for r in runs:  # the autoencoder's and ssl's clusters follow the labels a little, raw pixels not at all
         truth = rng.integers(0, 4, 300)
-        ours, raw = np.where(rng.random(300) < 0.5, truth, rng.integers(0, 4, 300)), rng.integers(0, 4, 300)
-        result = cluster_latents.compare({"autoencoder": ours, "raw_pixels": raw}, truth, resamples=200, seed=r)
-        for name, ids_ in (("autoencoder", ours), ("raw_pixels", raw)):
+        latents = {
+            "autoencoder": np.where(rng.random(300) < 0.5, truth, rng.integers(0, 4, 300)),
+            "ssl": np.where(rng.random(300) < 0.3, truth, rng.integers(0, 4, 300)),
+            "raw_pixels": rng.integers(0, 4, 300),
+        }
+        result = cluster_latents.compare(latents, truth, resamples=200, seed=r)
+        for name, ids_ in latents.items():
             result[name] |= cluster_latents.chance(ids_, truth, permutations=99, seed=r)
         clustering.append(tmp_path / f"pseudo_labels/{r}.json")
         clustering[-1].parent.mkdir(parents=True, exist_ok=True)
@@ -341,9 +345,12 @@ def test_report_end_to_end(tmp_path):
         assert row["ami_autoencoder"] > 0.1 and row["ami_p_autoencoder"] == 0.01  # 1 / (1 + 99 permutations)
         assert row["ami_low_raw_pixels"] <= row["ami_raw_pixels"] <= row["ami_high_raw_pixels"]
         assert row["nmi_chance_raw_pixels"] > 0
-    assert clustering["latents"] == ["autoencoder", "raw_pixels"] and clustering["pseudo_labels"] == "autoencoder"
-    assert clustering["ami_minus_raw_pixels"]["autoencoder"]["winner"] == "autoencoder"
-    assert clustering["ami_minus_raw_pixels"]["autoencoder"]["method"] == bootstrap.T_RUNS_IMAGES
+    assert clustering["latents"] == ["autoencoder", "ssl", "raw_pixels"]
+    assert clustering["pseudo_labels"] == "autoencoder"
+    for latent in ("autoencoder", "ssl"):
+        assert clustering["ami_minus_raw_pixels"][latent]["winner"] == latent
+        assert clustering["ami_minus_raw_pixels"][latent]["method"] == bootstrap.T_RUNS_IMAGES
+    assert clustering["ami"]["autoencoder"] > clustering["ami"]["ssl"] > clustering["ami"]["raw_pixels"]
 
     md = (tmp_path / "a.md").read_text()
     assert "**Every verdict below holds on these phantoms (synthetic data)**" in md
@@ -363,6 +370,10 @@ def test_report_end_to_end(tmp_path):
     assert "dice_positive" not in secondary.split("\n\n")[1].splitlines()[0]  # the primary is not repeated there
     assert "| none | 2 | " in md and "⚠ still improving" in md and "still improving: none-2" in md
     assert "## Pseudo-labels against chance" in md and "**autoencoder**" in md
+    chance = md.split("## Pseudo-labels against chance")[1].split("##")[0]
+    assert "| run | AMI autoencoder | p | AMI ssl | p | AMI raw pixels | p |" in chance
+    assert re.search(r"\| 2 \| .* \| autoencoder \| ssl \|\n", chance)  # each run's own verdicts
+    assert "AMI difference, ssl minus raw pixels, over 3 run(s): +" in chance
     assert "Smallest detectable difference from `none`, 80% power" in md
 
     # the headline: every variant and baseline, the primary's run mean and its half-width, the AMI
@@ -372,8 +383,7 @@ def test_report_end_to_end(tmp_path):
         source = {**saved["variants"], **saved["baselines"]}[name]["dice_positive"]
         assert row == {"dice_positive": round(source["value"], 4), "ci": round((source["high"] - source["low"]) / 2, 4)}
     assert head["clustering"] == {
-        "ami_autoencoder": round(clustering["ami"]["autoencoder"], 4),
-        "ami_raw_pixels": round(clustering["ami"]["raw_pixels"], 4),
+        f"ami_{n}": round(clustering["ami"][n], 4) for n in ("autoencoder", "ssl", "raw_pixels")
     }
     assert not [k for k in keys(head) if "." in k or " " in k]
 

@@ -4,10 +4,11 @@ prepared films, with radiograph views; a real short training, seeded like every 
 import json
 
 import numpy as np
+import pytest
 import torch
 from lightly.transforms.multi_view_transform import MultiViewTransform
 
-from pneumo.core import models, runtime
+from pneumo.core import loop, models, runtime
 from pneumo.tasks import train_ssl
 
 QUIET = {"crop": [1.0, 1.0], "rotate_deg": 0, "gamma": 1.0, "brightness": 0, "contrast": 0, "blur": 0, "noise": 0}
@@ -46,7 +47,7 @@ def test_two_views_are_grey_films_of_the_same_size_that_differ():
     assert 0 <= a.min() and a.max() <= 1 and not torch.equal(a, b)
 
 
-def run(tmp_path, tiny_siim, name, seed, **overrides):
+def run(tmp_path, tiny_siim, name, seed, rt=None, **overrides):
     args = {
         "images_dir": tiny_siim / "siim",  # any prepared films: labels are never read
         "out_path": tmp_path / name / "ssl.safetensors",
@@ -64,7 +65,7 @@ def run(tmp_path, tiny_siim, name, seed, **overrides):
         **overrides,
     }
     runtime.seed_everything(seed)
-    summary = train_ssl.train_ssl(**args, rt=runtime.start("cpu"))
+    summary = train_ssl.train_ssl(**args, rt=rt or runtime.start("cpu"))
     return summary, models.load_checkpoint(args["out_path"])
 
 
@@ -82,3 +83,29 @@ def test_vicreg_trains_the_unet_encoder_seeded_by_the_run(tmp_path, tiny_siim):
     _, (other, _) = run(tmp_path, tiny_siim, "c", seed=1)
     assert all(torch.equal(state[k], same[k]) for k in state)  # a run is its seed (CPU)
     assert not torch.equal(state["conv1.weight"], other["conv1.weight"])
+
+
+def test_loader_workers_and_a_resume_change_nothing(tmp_path, tiny_siim, monkeypatch):
+    """Each view's random numbers come from (seed, epoch, film): two loader workers, or a run
+    killed in its third epoch and resumed from its checkpoint, end with the weights of an
+    uninterrupted single-process run."""
+    monkeypatch.setenv("PNEUMO_CHECKPOINT_SECONDS", "0")  # a checkpoint after every epoch
+    three = {"max_epochs": 3, "patience": 3}
+    _, (whole, _) = run(tmp_path, tiny_siim, "whole", seed=0, **three)
+    workers = runtime.start("cpu", local=runtime.LocalSettings(loader_workers=2))
+    _, (spread, _) = run(tmp_path, tiny_siim, "workers", seed=0, rt=workers, **three)
+    assert all(torch.equal(whole[k], spread[k]) for k in whole)
+
+    trained = loop.train_one_epoch
+
+    def killed_in_epoch_2(*args):
+        if args[-1] == 2:
+            raise KeyboardInterrupt
+        return trained(*args)
+
+    monkeypatch.setattr(loop, "train_one_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, tiny_siim, "resumed", seed=0, **three)
+    monkeypatch.setattr(loop, "train_one_epoch", trained)
+    _, (resumed, _) = run(tmp_path, tiny_siim, "resumed", seed=0, **three)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

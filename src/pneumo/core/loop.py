@@ -1,6 +1,8 @@
-"""The one visible training loop every training stage runs (autoencoder, encoder
-pretraining, U-Net), inference over a loader, and the dvclive logger of a stage, which
-also leaves one log line per epoch (epoch, losses, validation scores, seconds)."""
+"""The one visible training loop every training stage runs (autoencoder, ssl, encoder
+pretraining, U-Net: `train_one_epoch`), the epoch loop with the plateau stop of the stages that
+keep their best epoch (`fit`; the U-Net's own adds the frozen first epochs), inference over a
+loader, and the dvclive logger of a stage, which also leaves one log line per epoch (epoch,
+losses, validation scores, seconds)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pneumo.core import dist
+from pneumo.core.checkpoints import Checkpoint
 from pneumo.core.data import to_input
 from pneumo.core.runtime import Runtime
 from pneumo.progress import progress
@@ -108,8 +111,8 @@ def fit(
     train_epoch: Callable[[int], float],
     validate: Callable[[], tuple[dict, dict]] | None,
     *,
-    checkpoint,
-    scheduler,
+    checkpoint: Checkpoint,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau,
     plateau: Plateau,
     live_dir: Path,
 ) -> tuple[dict, dict, dict]:
@@ -140,8 +143,10 @@ def fit(
             val_loss = last.get("val_loss", last["train_loss"])
             if val_loss < best["val_loss"] or best["epoch"] < 0:
                 best, best_state = {"epoch": epoch, "val_loss": val_loss}, copy.deepcopy(model.state_dict())
-            is_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-            scheduler.step(val_loss) if is_plateau else scheduler.step()
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(val_loss)
+            else:
+                scheduler.step()
             stop = plateau.update(val_loss)
             checkpoint.save(epoch, last=last, history=plateau.history, best=best, best_state=best_state, stopped=stop)
             if stop:

@@ -1,7 +1,8 @@
 """`pretrain_encoder@<initialisation>-<run>`: the U-Net's ResNet34 encoder pretrained on CXR-14
 with a pooling + linear head until its validation loss plateaus (`loop.Plateau`), fitted as
 the registry entry's `Pretraining` says (`core.initialisations`: the true labels with BCE over
-the class columns, or the autoencoder's pseudo-labels with cross-entropy over clusters). The
+the class columns, or cluster ids with cross-entropy: the run's pseudo-labels or a control of
+them, from the run's cluster folder). The
 encoder weights of the epoch with the lowest validation loss are what the U-Net gets; the head
 is saved apart, only for activation maps."""
 

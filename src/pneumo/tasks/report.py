@@ -137,7 +137,6 @@ def _clustering(per_run: list[dict], run_ids: list[int]) -> dict:
         "pseudo_labels": per_run[0].get("pseudo_labels", "autoencoder"),  # whose clusters the pseudo-labels are
         "latents": latents,
         "ami": {name: _number(np.mean([c[name]["ami"] for c in per_run])) for name in latents},
-        "ami_p_max": {name: _number(max(c[name]["ami_p"] for c in per_run)) for name in latents},
         "ami_minus_raw_pixels": differences,
         "per_run": rows,
     }
@@ -466,8 +465,10 @@ def markdown(summary: dict) -> str:
             + " | ".join(f"AMI {n.replace('_', ' ')} | p" for n in latents)
             + " | "
             + " | ".join(f"NMI {n.replace('_', ' ')} (chance)" for n in latents)
+            + " | "
+            + " | ".join(f"{n.replace('_', ' ')} vs raw pixels" for n in latents[:-1])
             + " |",
-            "|---|" + "---|---|" * len(latents) + "---|" * len(latents),
+            "|---|" + "---|---|" * len(latents) + "---|" * (2 * len(latents) - 1),
         ]
         for row in clustering["per_run"]:
             cells = []
@@ -475,6 +476,7 @@ def markdown(summary: dict) -> str:
                 ami = {"value": row[f"ami_{name}"], "low": row[f"ami_low_{name}"], "high": row[f"ami_high_{name}"]}
                 cells += [_cell(ami), _p(row[f"ami_p_{name}"])]
             cells += [f"{_fmt(row[f'nmi_{n}'])} ({_fmt(row[f'nmi_chance_{n}'])})" for n in latents]
+            cells += [row[f"winner_{n}"] for n in latents[:-1]]
             lines.append(f"| {row['run']} | " + " | ".join(cells) + " |")
         lines.append("")
         for name, d in clustering["ami_minus_raw_pixels"].items():
@@ -497,6 +499,8 @@ def markdown(summary: dict) -> str:
             "| encoder | macro AUC | minus none | Pneumothorax AUC | minus none |",
             "|---|---|---|---|---|",
         ]
+        if probe.get("skipped"):
+            lines[-2:] = [f"Not probed: {probe['skipped']}."]
         for name, e in probe["encoders"].items():
             minus = e.get("minus_none") or {}
             cells = [name]

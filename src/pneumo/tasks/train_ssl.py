@@ -7,11 +7,13 @@ negatives and no momentum encoder, so it trains at the small batches of a CPU. T
 loss, projection head and two-view transform are lightly's (`lightly.loss.VICRegLoss`,
 `VICRegProjectionHead`, `MultiViewTransform`); the views are torchvision transforms that fit a
 radiograph: a crop of `crop` of the film, a small rotation, gamma, brightness and contrast,
-blur and noise, never colour. The learning rate decays on a cosine over `max_epochs` (the
-usual schedule of the method: the plateau scheduler of the other stages would halve it after
-nearly every epoch, as VICReg's loss falls ~1% an epoch); training stops when the validation
-loss (the same fixed views of the validation films every epoch) plateaus (`loop.Plateau`)
-and keeps the epoch with the lowest one. The projector is dropped, as in the method."""
+blur and noise, never colour. Each view's random numbers come from (run seed, epoch, film),
+so loader workers, torchrun processes and resuming leave the views as they are. The learning
+rate decays on a cosine over `max_epochs` (the usual schedule of the method: the plateau
+scheduler of the other stages would halve it after nearly every epoch, as VICReg's loss falls
+~1% an epoch); training stops when the validation loss (the same views of the validation
+films every epoch) plateaus (`loop.Plateau`) and keeps the epoch with the lowest one. The
+projector is dropped, as in the method."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
 from lightly.transforms.multi_view_transform import MultiViewTransform
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from pneumo.core import checkpoints, data, dist, loop, models, runtime
@@ -67,18 +69,47 @@ def radiograph_view(
     )
 
 
-class Views(Dataset):
-    """(two views (2, 1, H, W) as model inputs, no target) of the prepared films at `indices`."""
+class Epochs(Sampler):
+    """Items (epoch, position) of `order`, one epoch per pass: `Views` draws a view's random
+    numbers from (seed, epoch, film) alone, never from a process's generator, so loader
+    workers, torchrun processes and a resumed run all see the views an uninterrupted
+    single-process run sees. Its epoch count is saved in checkpoints (`state_dict`)."""
 
-    def __init__(self, images: np.ndarray, indices: np.ndarray, transform: MultiViewTransform):
-        self.images, self.indices, self.transform = images, np.asarray(indices), transform
+    def __init__(self, order, epoch: int = 0):
+        self.order, self.epoch = order, epoch
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return iter([(epoch, int(i)) for i in self.order])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+
+
+class Views(Dataset):
+    """Item (epoch, position) -> (two views (2, 1, H, W) as model inputs, no target) of the
+    prepared film at that position of `indices`; the views' random numbers are seeded by
+    (`seed`, epoch, film), so they do not depend on where or in which order they are drawn."""
+
+    def __init__(self, images: np.ndarray, indices: np.ndarray, transform: MultiViewTransform, seed: int):
+        self.images, self.indices, self.transform, self.seed = images, np.asarray(indices), transform, seed
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
-        film = torch.from_numpy(np.array(self.images[self.indices[i]]))[None].float() / 255
-        views = torch.stack(self.transform(film))
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, position = item
+        k = int(self.indices[position])
+        film = torch.from_numpy(np.array(self.images[k]))[None].float() / 255
+        with torch.random.fork_rng(devices=[]):  # the caller's generator is left as it was
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, epoch + 1, k]).generate_state(1)[0]))
+            views = torch.stack(self.transform(film))
         return (views - data.MEAN) / data.STD, torch.zeros(())
 
 
@@ -147,28 +178,28 @@ def train_ssl(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max_epochs)  # SSL's usual decay
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
-    train_set = Views(images, train_idx, transform)
-    order = data.shuffled(train_set, seed)
+    train_set = Views(images, train_idx, transform, seed)
+    order = Epochs(data.shuffled(train_set, seed))
     train_data = data.loader(train_set, batch_size, order=order, train=True, rt=rt)
+    # the validation pairs: epoch -1 of the validation films, the same pairs every epoch, drawn
+    # batch by batch (never all held: 16k real films at 512 px would be 34 GB)
+    val_data = data.loader(
+        Views(images, val_idx, transform, seed), batch_size, order=[(-1, i) for i in range(len(val_idx))], rt=rt
+    )
 
     def batch_fn(batch):
-        return batch[0].to(rt.device, non_blocking=True), batch[1]
-
-    # the validation views are drawn once, from their own seed: every epoch scores the same pairs
-    with torch.random.fork_rng():
-        torch.manual_seed(seed + 1_000_003)
-        val_views = torch.stack([Views(images, val_idx, transform)[i][0] for i in range(len(val_idx))])
+        return batch[0].to(rt.device, non_blocking=True), batch[1].to(rt.device, non_blocking=True)
 
     @torch.no_grad()
     def validate():
-        if not len(val_views):
+        if not len(val_idx):
             return {}, {}
         model.eval()
-        with rt.autocast():
-            z = [
-                model(val_views[i : i + batch_size].to(rt.device)).float() for i in range(0, len(val_views), batch_size)
-            ]
-        return {"loss": float(criterion(torch.cat(z)))}, {}
+        z = []
+        for pairs, _ in val_data:
+            with rt.autocast():
+                z.append(dist.gather(model(pairs.to(rt.device, non_blocking=True)).float()).cpu())
+        return {"loss": float(criterion(torch.cat(z)[: len(val_idx)]))}, {}  # torchrun pads the last batch
 
     checkpoint = checkpoints.Checkpoint(
         checkpoint_path,
@@ -177,7 +208,8 @@ def train_ssl(
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        order=order.generator,
+        order=order.order.generator,
+        epochs=order,
     )
     best, best_state, last = loop.fit(
         model,

@@ -28,6 +28,17 @@ from pneumo.progress import progress
 log = logging.getLogger(__name__)
 
 
+def adam(parameters, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The optimiser of every training stage: Adam (AdamW, decoupled, when `weight_decay` > 0)
+    with torch's fused kernel, one pass over the weights per step instead of one per
+    operation: the same update (float rounding aside), 5.6x faster a step for the U-Net on
+    this project's 2-core CPU (46 -> 8 ms, a fifth of a 64 px training step;
+    benchmarks/optimizer_step.py). Fused Adam runs on CPU and CUDA tensors alike."""
+    if weight_decay:
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.Adam(parameters, lr=lr, fused=True)
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: Callable,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, roc_auc_score
 
 
 def _flat(masks: np.ndarray) -> np.ndarray:
@@ -127,7 +126,7 @@ def report_from_counts(counts: dict[str, np.ndarray], presence_score: np.ndarray
         "dice_positive": float(dice[positive].mean()) if positive.any() else float("nan"),
         "dice_pooled": float(2 * inter.sum() / pooled_total) if pooled_total else 0.0,
         "iou": float(iou.mean()),
-        "auc": float(roc_auc_score(positive, presence_score)) if both else float("nan"),
+        "auc": auc(positive, presence_score) if both else float("nan"),
         "images": int(len(t)),
         "positive_images": int(positive.sum()),
     }
@@ -152,6 +151,8 @@ def purity(clusters: np.ndarray, labels: np.ndarray) -> float:
 
 
 def clustering_scores(clusters: np.ndarray, labels: np.ndarray) -> dict:
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score  # ~1 s: only where it clusters
+
     return {
         "nmi": float(normalized_mutual_info_score(labels, clusters)),
         "ari": float(adjusted_rand_score(labels, clusters)),
@@ -200,3 +201,11 @@ def weighted_auc(
     s, t = pos_scores[:, None], neg_scores[None, :]
     h = (s > t) + 0.5 * (s == t)
     return np.einsum("bj,bj->b", pos_counts @ h, neg_counts) / (pos_counts.sum(1) * neg_counts.sum(1))
+
+
+def auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of `score` for the boolean `positive` (Mann-Whitney, ties 1/2: sklearn's value,
+    without importing sklearn in every training stage)."""
+    positive = np.asarray(positive, bool)
+    ones = np.ones((1, len(positive)))
+    return float(weighted_auc(score[positive], score[~positive], ones[:, positive], ones[:, ~positive])[0])

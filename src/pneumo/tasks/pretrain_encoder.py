@@ -60,7 +60,7 @@ def pretrain_encoder(
     model = rt.prepare(models.Classifier(pretraining.outputs(targets)))
     step = rt.wrap(model)
     criterion = pretraining.criterion()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = loop.adam(model.parameters(), lr)
     scheduler = loop.plateau_scheduler(optimizer, min_delta)
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     train_set = data.Arrays(images, targets, train_idx)

@@ -62,7 +62,7 @@ def train_autoencoder(
     model = rt.prepare(models.build_autoencoder(arch, **model_args))
     step = rt.wrap(model)
     criterion = models.by_name(LOSSES, loss, "loss")
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = loop.adam(model.parameters(), lr)
     scheduler = loop.plateau_scheduler(optimizer, min_delta)
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     train_set = data.Arrays(images, None, train_idx)

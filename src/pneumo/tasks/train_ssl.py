@@ -175,7 +175,7 @@ def train_ssl(
     model = rt.prepare(VICReg(*projector))
     step = rt.wrap(model)
     criterion = PairLoss()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = loop.adam(model.parameters(), lr, weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max_epochs)  # SSL's usual decay
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     train_set = Views(images, train_idx, transform, seed)

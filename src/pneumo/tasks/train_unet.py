@@ -64,7 +64,7 @@ def train_unet(
     freeze_encoder_epochs = freeze_encoder_epochs if pretrained else 0  # random features gain nothing from waiting
     model = rt.prepare(model)
     criterion = WeightedSum(models.by_name(PIXEL_LOSSES, pixel_loss, "pixel loss")(), dice_weight, pixel_weight)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = loop.adam(model.parameters(), lr)
     scheduler = loop.plateau_scheduler(optimizer, min_delta)
     train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
     positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in train_idx])

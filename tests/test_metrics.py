@@ -117,3 +117,13 @@ def test_resampled_clustering_scores_equal_sklearn_on_the_expanded_sample():
         c, lab = np.repeat(clusters, w), np.repeat(labels, w)
         assert scores["nmi"][b] == pytest.approx(normalized_mutual_info_score(lab, c))
         assert scores["ari"][b] == pytest.approx(adjusted_rand_score(lab, c))
+
+
+def test_auc_is_sklearns_with_ties_without_importing_it():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    positive = rng.random(300) < 0.3
+    score = np.round(rng.random(300) + 0.4 * positive, 1)  # many ties, across the classes too
+    assert metrics.auc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
+    assert metrics.auc(positive, np.ones(300)) == 0.5

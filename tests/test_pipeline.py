@@ -187,9 +187,10 @@ def test_same_pipeline_on_the_real_samples(repo, realdata):
             "data": {"siim_root": str(realdata / "siim"), "cxr14_root": str(realdata / "cxr14")},
         },
     )
-    # run 1's models are no stage's output any more: remove them, as a user dropping a run would,
-    # since stages that read whole model folders (predict_test, compare_variants, activation maps) hash them
-    for stale in [*(repo / "models" / "unet").glob("*-1"), *(repo / "models" / "heads").glob("*-1.*")]:
+    # run 1's models are no stage's output any more: remove them, as a user dropping a run would, since
+    # stages that read whole model folders (predict_test, compare_variants, activation maps, linear_probe) hash them
+    stale_files = [*(repo / "models" / "heads").glob("*-1.*"), *(repo / "models" / "encoders").glob("*-1.*")]
+    for stale in [*(repo / "models" / "unet").glob("*-1"), *stale_files]:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     out = run(["dvc", "repro"], repo)
     assert "Running stage 'report'" in out and "Running stage 'synthesize'" not in out

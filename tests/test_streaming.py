@@ -214,6 +214,7 @@ def test_bootstrap_in_blocks_draws_and_scores_what_one_table_does(monkeypatch):
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 4, 300)
     ours, baseline = np.where(rng.random(300) < 0.6, truth, rng.integers(0, 4, 300)), rng.integers(0, 4, 300)
-    whole = cluster_latents.compare(ours, baseline, truth, resamples=250, seed=3)
+    latents = {"autoencoder": ours, "raw_pixels": baseline}
+    whole = cluster_latents.compare(latents, truth, resamples=250, seed=3)
     monkeypatch.setattr(cluster_latents, "RESAMPLE_CELLS", 300 * 7)  # blocks of 7 resamples
-    assert cluster_latents.compare(ours, baseline, truth, resamples=250, seed=3) == whole
+    assert cluster_latents.compare(latents, truth, resamples=250, seed=3) == whole

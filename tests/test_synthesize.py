@@ -199,3 +199,39 @@ def test_regions_of_one_image_share_a_side_as_often_as_real_ones(shipped_map):
 
     assert same_side(1.0, 20) == 1.0 and same_side(0.0, 20) == 0.0
     assert same_side(0.7, 150) == pytest.approx(0.7, abs=0.12)  # ~3 binomial standard deviations
+
+
+def _real_location_prior_tool(root, monkeypatch):
+    monkeypatch.syspath_prepend(str(root / "tools"))  # it imports location_map's reader
+    spec = importlib.util.spec_from_file_location("real_location_prior", root / "tools" / "real_location_prior.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_real_regions_grow_about_their_centroid_by_the_area_factor(root, realdata, monkeypatch):
+    """tools/real_location_prior.py grows each real region (the README compares the phantoms'
+    location prior with real masks grown to the default's areas): area x factor, same centroid."""
+    tool = _real_location_prior_tool(root, monkeypatch)
+    table = rle.read_csv(realdata / "siim" / "train-rle.csv")
+    regions = [t for rows in table.rles.values() for t in rows if t.strip() != rle.EMPTY]
+    assert len(regions) >= 5
+    for text in regions:
+        before, after = tool.grown(text, 1.0), tool.grown(text, 3.3)
+        assert after.sum() / before.sum() == pytest.approx(3.3, rel=0.05)
+        centroid = [np.argwhere(m).mean(0) for m in (before, after)]
+        assert np.abs(centroid[0] - centroid[1]).max() < 1.0
+
+
+def test_the_real_location_prior_is_perfect_when_every_mask_is_the_same_and_poor_when_they_scatter(
+    root, monkeypatch
+):
+    tool = _real_location_prior_tool(root, monkeypatch)
+    same = np.zeros((40, 16, 16), np.uint8)
+    same[:, 4:8, 2:6] = 1
+    assert tool.prior_dice(same, seed=0) == pytest.approx(1.0)
+    scattered = np.zeros((40, 16, 16), np.uint8)
+    for i in range(40):  # one 2x2 patch per film, each somewhere else
+        r, c = divmod(3 * i % 64, 8)
+        scattered[i, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2] = 1
+    assert tool.prior_dice(scattered, seed=0) < 0.2

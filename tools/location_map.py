@@ -45,11 +45,24 @@ def region_cells(text: str, grid: int = GRID, film: int = FILM) -> tuple[int, in
     return tuple(((2 * int(s.sum()) + n) * grid) // (2 * film * n) for s in (cols, rows))
 
 
+def read_labels(path: Path) -> rle.RLETable:
+    """A SIIM mask CSV, plain or gzipped (as ../shared/realdata ships the full one); any
+    malformed row is an error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = path
+        if path.suffix == ".gz":
+            source = Path(tmp) / path.stem
+            with gzip.open(path, "rb") as f, open(source, "wb") as g:
+                shutil.copyfileobj(f, g)
+        table = rle.read_csv(source)
+    if table.errors:
+        raise ValueError(f"{path}: {len(table.errors)} malformed rows, first: {table.errors[0]}")
+    return table
+
+
 def location_map(rle_csv: Path, grid: int = GRID, film: int = FILM) -> np.ndarray:
     """Region centroid counts, shape (grid rows = y, grid columns = x), from a SIIM mask CSV."""
-    table = rle.read_csv(rle_csv)
-    if table.errors:
-        raise ValueError(f"{rle_csv}: {len(table.errors)} malformed rows, first: {table.errors[0]}")
+    table = read_labels(rle_csv)
     counts = np.zeros((grid, grid), np.int64)
     for rows in table.rles.values():
         for text in rows:
@@ -77,13 +90,7 @@ def main() -> None:
     parser.add_argument("labels", type=Path, help="SIIM train-rle CSV (1024 px films), plain or .gz")
     parser.add_argument("out", type=Path, help="location map CSV to write")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        source = args.labels
-        if source.suffix == ".gz":
-            source = Path(tmp) / source.stem
-            with gzip.open(args.labels, "rb") as f, open(source, "wb") as g:
-                shutil.copyfileobj(f, g)
-        counts = location_map(source)
+    counts = location_map(args.labels)
     write_map(counts, args.out)
     print(f"{args.out}: {int(counts.sum())} regions on a {GRID} x {GRID} grid")
 

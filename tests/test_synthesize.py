@@ -223,9 +223,7 @@ def test_real_regions_grow_about_their_centroid_by_the_area_factor(root, realdat
         assert np.abs(centroid[0] - centroid[1]).max() < 1.0
 
 
-def test_the_real_location_prior_is_perfect_when_every_mask_is_the_same_and_poor_when_they_scatter(
-    root, monkeypatch
-):
+def test_the_real_location_prior_is_perfect_when_every_mask_is_the_same_and_poor_when_they_scatter(root, monkeypatch):
     tool = _real_location_prior_tool(root, monkeypatch)
     same = np.zeros((40, 16, 16), np.uint8)
     same[:, 4:8, 2:6] = 1

@@ -5,9 +5,9 @@ The real positive masks of `all-train-rle.csv.gz` are rendered at the working si
 resize, as `prepare_siim` does), optionally each region (mask row) grown about its centroid by
 an area factor, as the default phantoms' areas are larger than the real ones (params.yaml
 `synthesize.log_area_mean`). The images are split at random into train / validation / test
-(the default's 40 / 20 / 40), and the `baselines` stage's own code scores the prior: the mean
-training mask, thresholded on validation for the mean Dice on positives, that Dice on test.
-One line per split seed, then the mean and range.
+(the default's 40 / 20 / 40) and written as a prepared SIIM folder, which the `baselines` stage
+itself scores (`stages/baselines.py`): the mean training mask, thresholded on validation for
+the mean Dice on positives, that Dice on test. One figure per split seed, and their mean.
 
     python tools/real_location_prior.py ../shared/realdata/siim/all-train-rle.csv.gz --factor 1 3.3
 """
@@ -15,17 +15,22 @@ One line per split seed, then the mean and range.
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import math
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
-
 from location_map import read_labels
 
 from pneumo.formats import rle
 from pneumo.formats.prepared import resize_mask
-from pneumo.tasks.baselines import mean_mask, tune_prior
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FILM = 1024  # every SIIM-ACR training film
 
@@ -52,15 +57,27 @@ def masks_at(rles: dict[str, list[str]], size: int, factor: float) -> np.ndarray
 
 
 def prior_dice(masks: np.ndarray, seed: int, shares: tuple[float, float] = (0.4, 0.2)) -> float:
-    """Test Dice on positives of the location prior for one random train / val / test split."""
+    """Test Dice on positives of the `baselines` stage's location prior, for one random
+    train / val / test split of these masks (written as a prepared folder; images blank)."""
     order = np.random.default_rng(seed).permutation(len(masks))
     n_train, n_val = round(shares[0] * len(masks)), round(shares[1] * len(masks))
-    train, val, test = order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
-    prior = mean_mask(masks, train, masks.shape[1])
-    cut = prior > tune_prior(prior, masks, val)["threshold"]
-    t = masks[test].reshape(len(test), -1).astype(np.int64)
-    inter = t @ cut.ravel().astype(np.int64)
-    return float(np.mean(2 * inter / (t.sum(1) + cut.sum())))
+    split = np.full(len(masks), "test", object)
+    split[order[:n_train]], split[order[n_train : n_train + n_val]] = "train", "val"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "prepared"
+        folder.mkdir()
+        np.save(folder / "images.npy", np.zeros_like(masks))
+        np.save(folder / "masks.npy", masks)
+        with open(folder / "index.csv", "w", newline="") as f:
+            rows = csv.writer(f)
+            rows.writerow(["image_id", "split", "has_pneumothorax", "mask_pixels"])
+            rows.writerows(
+                [i, s, int(m.any()), int(m.sum())] for i, (s, m) in enumerate(zip(split, masks, strict=True))
+            )
+        out = Path(tmp) / "baselines.json"
+        command = [sys.executable, ROOT / "stages" / "baselines.py", "--siim", folder, "--out", tmp, "--metrics", out]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())["location_prior"]["dice_positive"]
 
 
 def main() -> None:

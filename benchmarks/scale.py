@@ -157,7 +157,8 @@ def stages(work: Path, py: str, train: bool) -> list[tuple[str, list[str]]]:
                                   "--pseudo-labels", "data/pseudo_labels.csv",
                                   "--out", "trained/labels.safetensors", "--head", "trained/head.safetensors",
                                   "--live", "trained/labels", "--checkpoint", "trained/labels.pt"]),
-            ("train_unet", [py, "-m", "pneumo.launch", "1", f"{s}/train_unet.py", "--variant", "none", "--seed", "0",
+            ("train_unet", [py, "-m", "pneumo.launch", "1", f"{s}/train_unet.py", "--share", "100", "--variant", "none",
+                            "--seed", "0",
                             "--encoder", "models/encoders/none.safetensors", "--siim", "data/prepared/siim", "--out",
                             "trained/unet.safetensors", "--live", "trained/unet", "--checkpoint", "trained/unet.pt"]),
         ]  # fmt: skip

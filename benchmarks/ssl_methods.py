@@ -4,7 +4,7 @@ train_ssl section), batch, optimiser and seed, a constant learning rate; after e
 epochs, the linear probe's macro AUC (`pneumo.tasks.linear_probe`: frozen pooled features, a
 logistic regression per class fitted on the training split, scored on the validation split)
 against the same random encoder before training. Not a test: a measurement that chose the
-method (README "Beyond the study"). Prints one JSON line per probe.
+method (docs/experiments.md). Prints one JSON line per probe.
 
     python benchmarks/ssl_methods.py --images data/prepared/cxr14 --epochs 12 --seed 0
 """

@@ -1,7 +1,8 @@
 """DVC stage `report`: the ablation table with seed-aware 95% intervals (runs, then test
-images) as metrics/ablation.json and metrics/ablation.md: variants x metrics beside the
-content-free baselines, each variant called against `none` on the primary endpoint with
-Holm's correction, the secondary differences, the per-run table with how each U-Net's
+images) as metrics/ablation.json and metrics/ablation.md: per share of the training films,
+variants x metrics beside the content-free baselines, the confirmatory contrast with its
+power, each other variant against `none` on the primary endpoint with Holm's correction,
+the transfer gaps between shares, the secondary differences, the per-run table with how each U-Net's
 training ended, the pseudo-labels against chance and the linear probe of every encoder; and
 the headline numbers (the only DVC metrics file) as metrics/headline.json."""
 
@@ -18,9 +19,13 @@ BASELINES = ("all_empty", "location_prior")  # content-free: they never see an i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", type=Path, required=True, help="folder of evaluate's <variant>-<run>/ folders")
+    parser.add_argument(
+        "--results", type=Path, required=True, help="folder of evaluate's <share>/<variant>-<run>/ folders"
+    )
     parser.add_argument("--baselines", type=Path, required=True, help="folder of the baselines' <name>/ folders")
-    parser.add_argument("--training", type=Path, required=True, help="folder of train_unet's <variant>-<run>/ folders")
+    parser.add_argument(
+        "--training", type=Path, required=True, help="folder of train_unet's <share>/<variant>-<run>/ folders"
+    )
     parser.add_argument("--pseudo-labels", type=Path, required=True, help="folder of cluster_latents' <run>.json")
     parser.add_argument("--autoencoders", type=Path, required=True, help="folder of train_autoencoder's <run>/ folders")
     parser.add_argument("--ssl", type=Path, required=True, help="folder of train_ssl's <run>/ folders")
@@ -38,12 +43,14 @@ def main(argv: list[str] | None = None) -> None:
     log_to_stderr()
 
     p = params.load()
-    run_ids, variants = p["runs"], p["train_unet"]["variants"]
-    # only the runs the current params define (a removed run's old folder is not read)
+    run_ids, variants, shares = p["runs"], p["train_unet"]["variants"], p["train_unet"]["shares"]
+    # only the runs and shares the current params define (a removed run's old folder is not read)
     report(
-        runs={v: [args.results / f"{v}-{r}" / "per_image.csv" for r in run_ids] for v in variants},
+        runs={s: {v: [args.results / str(s) / f"{v}-{r}" / "per_image.csv" for r in run_ids] for v in variants}
+              for s in shares},
         baselines={name: args.baselines / name / "per_image.csv" for name in BASELINES},
-        training={v: [args.training / f"{v}-{r}" / "metrics.json" for r in run_ids] for v in variants},
+        training={s: {v: [args.training / str(s) / f"{v}-{r}" / "metrics.json" for r in run_ids] for v in variants}
+                  for s in shares},
         clustering=[args.pseudo_labels / f"{r}.json" for r in run_ids],
         upstream={
             **{f"train_autoencoder@{r}": args.autoencoders / str(r) / "metrics.json" for r in run_ids},
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         run_ids=run_ids,
         primary=p["report"]["primary"],
+        confirmatory=p["report"]["confirmatory"],
+        effect_of_interest=p["report"]["effect_of_interest"],
         resamples=p["report"]["resamples"],
         seed=p["seed"],
         json_path=args.json,

@@ -1,6 +1,6 @@
-"""DVC stage `train_unet@<variant>-<run>`: fine-tune a U-Net (ResNet34 encoder) on the
-prepared SIIM data from one run's encoder initialisation until its validation loss plateaus;
-keeps the epoch with the lowest validation loss."""
+"""DVC stage `train_unet@<share>-<variant>-<run>`: fine-tune a U-Net (ResNet34 encoder) on
+`share` percent of the prepared SIIM training films from one run's encoder initialisation
+until its validation loss plateaus; keeps the epoch with the lowest validation loss."""
 
 import argparse
 from pathlib import Path
@@ -13,6 +13,7 @@ from pneumo.tasks.train_unet import train_unet
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--share", type=int, required=True, help="percent of the training films (one of `shares`)")
     parser.add_argument("--variant", required=True, help="encoder initialisation name")
     parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of `runs`)")
     parser.add_argument("--encoder", type=Path, required=True, help="encoder checkpoint to start from")
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = params.load()
     rt = runtime.from_params(p, args.seed)
-    # the keys dvc.yaml declares, by name (`variants` is the matrix, not a setting of one U-Net)
+    # the keys dvc.yaml declares, by name (`variants` and `shares` are the matrix, not settings of one U-Net)
     stage = {
         "max_epochs": p["train_unet"]["max_epochs"],
         "patience": p["train_unet"]["patience"],
@@ -45,10 +46,11 @@ def main(argv: list[str] | None = None) -> None:
         out_path=args.out,
         live_dir=args.live,
         checkpoint_path=args.checkpoint,
+        share=args.share,
         seed=args.seed,
         resume=rt.resume,
         rt=rt,
-        params={**stage, "seed": args.seed},
+        params={**stage, "share": args.share, "seed": args.seed},
         **stage,
     )
     print(f"selected epoch {best['epoch']}: validation loss {best['val_loss']:.4f}")

@@ -126,6 +126,7 @@ def _unet_run(tmp: Path, run: str, **overrides) -> dict:
         "out_path": tmp / run / "model.safetensors",
         "live_dir": tmp / run / "live",
         "checkpoint_path": tmp / run / "checkpoint.pt",
+        "share": 100,
         "max_epochs": 1,
         "patience": 2,
         "min_delta": 0.02,

@@ -179,3 +179,42 @@ def test_real_labels_score_one_against_themselves(realdata, tmp_path):
     # the labels themselves are no submission: several rows for one image
     refused = pneumo_score(labels, labels)
     assert refused.returncode == 2 and "a submission holds one row per image" in refused.stderr
+
+
+def test_hostile_numbers_are_malformed_rows_not_a_crash(labels, tmp_path):
+    """Numbers that int() would take (a Devanagari digit, '1_0') or numpy could not hold
+    (20 digits), and a run that would wrap an int64 sum: each row listed, nothing scored."""
+    rows = [
+        ("a", "1 99999999999999999999"),  # row 2: 20 digits
+        ("b", "1 \u0967"),  # row 3: a Devanagari one
+        ("c", "1_0 2"),  # row 4
+        ("d", "9223372036854775807 9223372036854775807"),  # row 5
+        ("e", "5 3"),
+    ]
+    sub = write(tmp_path / "sub.csv", rows)
+    proc = pneumo_score(sub, labels, "--size", 4)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    for start, reason in [
+        (f"{sub}:2: a: ", "larger than any image"),
+        (f"{sub}:3: b: ", "non-numeric token '\u0967'"),
+        (f"{sub}:4: c: ", "non-numeric token '1_0'"),
+        (f"{sub}:5: d: ", "larger than any image"),
+    ]:
+        assert sum(line.startswith(start) and reason in line for line in lines) == 1, (start, proc.stderr)
+
+
+def test_an_unexpected_error_while_scoring_is_one_line_and_exit_code_3(labels, tmp_path, monkeypatch):
+    from pneumo.core import score
+
+    def broken(*_, **__):
+        raise KeyError("nobody foresaw this")
+
+    monkeypatch.setattr(score, "score", broken)
+    sub = write(tmp_path / "sub.csv", UNION.items())
+    proc = pneumo_score(sub, labels, "--size", 4)
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert proc.stderr.startswith("pneumo score: unexpected error: KeyError: 'nobody foresaw this'")
+    assert proc.stderr.count("\n") == 1 and "--debug" in proc.stderr
+    debug = pneumo_score(sub, labels, "--size", 4, "--debug")
+    assert debug.returncode == 3 and "Traceback (most recent call last)" in debug.stderr

@@ -1,10 +1,17 @@
 """pneumo.dicom on the real SIIM files, their variants, broken files, and a corpus of every
 transfer syntax written from the real films (conftest.dicom_corpus)."""
 
+import logging
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.data import get_testdata_file
+from pydicom.dataelem import RawDataElement
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.tag import Tag
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, JPEGLSNearLossless
 
 from pneumo.formats import dicom, rle
@@ -189,3 +196,154 @@ def test_window_follows_the_dicom_rule(real_dicoms, grayscale_dataset, dicom_wri
     # rescaled -1000, 0, 500, 1000, 3095; window [0, 1000] -> output range [-1000, 3095]
     expected = np.rint((np.array([-1000, -1000, 0.5 * 4095 - 1000, 3095, 3095]) + 1000) * 255 / 4095)
     assert np.abs(row.astype(int) - expected).max() <= 1, row
+
+
+def _malformed(tmp_path, name: str, change) -> Path:
+    """An 8 x 8 film written after `change(ds)` edits its header (value checks off: pydicom
+    would refuse to write most of these)."""
+    path = _uncompressed(tmp_path, (np.arange(64) * 4).astype(np.uint8).reshape(8, 8), name=name)
+    ds = pydicom.dcmread(path)
+    with pydicom.config.disable_value_validation(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        change(ds)
+        ds.save_as(path)
+    return path
+
+
+def _set(**values):
+    def change(ds):
+        for keyword, value in values.items():
+            if value is None:
+                delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+
+    return change
+
+
+def _raw(tag: int, vr: str, value: bytes):
+    """Set an element's bytes as written, whatever its VR allows: how a damaged file holds it."""
+
+    def change(ds):
+        ds[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+
+    return change
+
+
+# a header a damaged or hostile file can have -> what its refusal says
+MALFORMED_HEADERS = {
+    "NumberOfFrames '1A' (badVR.dcm)": (_raw(0x00280008, "IS", b"1A"), "malformed NumberOfFrames value '1A'"),
+    "no Rows": (_set(Rows=None), "no Rows in its header"),
+    "Rows 0": (_set(Rows=0), "image size 0 x 8 (Rows x Columns)"),
+    "65535 x 65535": (_set(Rows=65535, Columns=65535), "image size 65535 x 65535"),
+    "Columns of 3 bytes": (_raw(0x00280011, "US", b"\x08\x00\x00"), "unreadable Columns (BytesLengthException"),
+    "BitsAllocated 12": (_set(BitsAllocated=12), "BitsAllocated 12, BitsStored 8"),
+    "BitsStored 16 in 8": (_set(BitsStored=16), "BitsAllocated 8, BitsStored 16"),
+    "no PhotometricInterpretation": (_set(PhotometricInterpretation=None), "no PhotometricInterpretation"),
+    "PixelRepresentation 2": (_set(PixelRepresentation=2), "PixelRepresentation 2"),
+    "NumberOfFrames 'x'": (_raw(0x00280008, "IS", b"x "), "malformed NumberOfFrames value 'x'"),
+    "pixel data too short": (_set(PixelData=b"\x00" * 10), "less than expected"),
+    "RescaleSlope 'nan'": (_set(RescaleSlope="nan"), "cannot apply its modality/VOI LUT"),
+    "WindowWidth 'inf'": (_set(WindowCenter="10", WindowWidth="inf"), "cannot apply its modality/VOI LUT"),
+    "two SOPInstanceUIDs": (_set(SOPInstanceUID="1.2.3\\4.5.6"), "SOPInstanceUID holds 2 values"),
+    "a path for a UID": (_set(SOPInstanceUID="../../x"), "SOPInstanceUID '../../x' is not a valid DICOM UID"),
+    "transfer syntax 'x'": (lambda ds: setattr(ds.file_meta, "TransferSyntaxUID", "x/y"), "transfer syntax"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_HEADERS)
+def test_malformed_header_values_are_refused_before_decoding(tmp_path, case):
+    change, reason = MALFORMED_HEADERS[case]
+    path = _malformed(tmp_path, "x.dcm", change)
+    with pytest.raises(dicom.DicomError) as err:
+        dicom.read_dicom(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and reason in message and "\n" not in message, message
+
+
+def test_a_jpeg_frame_of_another_size_than_its_header_is_refused(real_dicoms, tmp_path):
+    """libjpeg allocates what the stream says, so the stream's size is checked against Rows and
+    Columns before decoding (a fuzzed header could otherwise ask for 65535 x 65535)."""
+    ds = pydicom.dcmread(real_dicoms[0])
+    ds.Rows = 512
+    ds.save_as(tmp_path / "x.dcm")
+    with pytest.raises(dicom.DicomError, match="JPEG frame is 1024x1024, its header says 512x1024"):
+        dicom.read_dicom(tmp_path / "x.dcm")
+
+
+def test_a_file_larger_than_any_radiograph_is_not_read(real_dicoms, monkeypatch):
+    monkeypatch.setattr(dicom, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(dicom.DicomError, match="larger than any single radiograph this reads"):
+        dicom.read_image_id(real_dicoms[0])
+
+
+def test_a_refusal_is_one_line_whatever_the_file_name(tmp_path):
+    path = tmp_path / "two\nlines\x00.dcm".replace("\x00", "")
+    path.write_text("not a DICOM")
+    with pytest.raises(dicom.DicomError) as err:
+        dicom.read_dicom(path)
+    assert "two\\nlines.dcm" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pydicom_warnings_about_a_file_are_logged_with_its_name_not_printed(real_dicoms, tmp_path, caplog):
+    """A value longer than DICOM allows: pydicom warns when the reader looks at it; the reader logs
+    each warning once, at DEBUG, naming the file, and lets none out."""
+    path = _malformed(tmp_path, "x.dcm", _raw(0x00100020, "LO", b"p" * 70))  # PatientID: 64 characters allowed
+    with warnings.catch_warnings(), caplog.at_level(logging.DEBUG, logger="pneumo.formats.dicom"):
+        warnings.simplefilter("error")  # a warning that got out would raise here
+        dicom.read_dicom(path)
+        dicom.read_dicom(real_dicoms[0])
+    logged = [r.getMessage() for r in caplog.records]
+    assert [m for m in logged if m.startswith(f"{path}: ")] == [
+        f"{path}: The value length (70) exceeds the maximum length of 64 allowed for VR LO."
+    ]
+
+
+def test_the_not_a_dicom_refusal_offers_no_flag_we_do_not_have(tmp_path):
+    path = tmp_path / "notes.dcm"
+    path.write_text("hello")
+    with pytest.raises(dicom.DicomError) as err:
+        dicom.read_image_id(path)
+    assert "not a readable DICOM file (no 'DICM' prefix" in str(err.value) and "force" not in str(err.value)
+
+
+def test_a_decoder_panic_is_a_refusal(tmp_path, capfd, caplog):
+    """Found by tests/test_fuzz.py: pylibjpeg-rle (Rust) panics on some damaged RLE segments, and
+    pyo3's PanicException derives from BaseException, past any `except Exception`. pydicom's
+    MR_small_RLE.dcm with one byte of its first segment flipped is such a file."""
+    source = Path(get_testdata_file("MR_small_RLE.dcm"))
+    data = bytearray(source.read_bytes())
+    data[pydicom.dcmread(source).get_item(0x7FE00010).value_tell + 28] ^= 0xFF
+    path = tmp_path / "rle.dcm"
+    path.write_bytes(bytes(data))
+    ds = pydicom.dcmread(path)
+    try:
+        get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, index=0, decoding_plugin="pylibjpeg")
+    except Exception:
+        pytest.skip("pylibjpeg-rle no longer panics on this file")  # it raises an ordinary error: nothing to prove
+    except BaseException as e:
+        assert not isinstance(e, Exception) and type(e).__name__ == "PanicException"
+    capfd.readouterr()
+    with caplog.at_level(logging.DEBUG, logger="pneumo.formats.dicom"):
+        with pytest.raises(
+            dicom.DicomError, match=r"cannot decode RLE Lossless pixel data \(PanicException: index out"
+        ):
+            dicom.read_dicom(path)
+    assert capfd.readouterr().err == ""  # Rust's panic message (and backtrace) went to the log, not the terminal
+    assert any(r.getMessage().startswith(f"{path}: decoder: ") and "panicked" in r.getMessage() for r in caplog.records)
+
+
+def test_a_native_decoders_own_warning_names_its_file(real_dicoms, tmp_path, capfd, caplog):
+    """One bit flipped in a real film's JPEG scan: libjpeg still returns an image, and prints
+    "Corrupt JPEG data" on the process's stderr itself, naming nothing. The reader catches it at
+    the file descriptor and logs it at WARNING with the file's name: the film may be damaged."""
+    data = bytearray(real_dicoms[0].read_bytes())
+    data[pydicom.dcmread(real_dicoms[0]).get_item(0x7FE00010).value_tell + 6985] ^= 0x01
+    path = tmp_path / "damaged.dcm"
+    path.write_bytes(bytes(data))
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="pneumo.formats.dicom"):
+        assert dicom.read_dicom(path).pixels.shape == (1024, 1024)
+    assert capfd.readouterr().err == ""
+    (message,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert message.startswith(f"{path}: decoder: Corrupt JPEG data")

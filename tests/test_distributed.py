@@ -51,6 +51,8 @@ def launch(root: Path, workspace: Path, nproc: int) -> tuple[str, Path]:
         "pneumo.launch",
         str(nproc),
         str(root / "stages" / "train_unet.py"),
+        "--share",
+        "100",
         "--variant",
         "none",
         "--seed",

@@ -143,7 +143,8 @@ def test_each_initialisation_names_the_stage_that_writes_its_encoder(root, tmp_p
             encoder = f"models/encoders/{name}-{params['runs'][0]}.safetensors"
             assert writers[encoder] == initialisations.get(name).produced_by, name
         if repo == root:
-            assert found == set(params["train_unet"]["variants"]) | {"autoencoder"}
+            # the U-Nets' variants, plus the encoders only the probe and the clustering read
+            assert found == set(params["train_unet"]["variants"]) | {"autoencoder", "ssl"}
     assert found == set(initialisations.REGISTRY)  # every entry has its stage
 
 

@@ -1,5 +1,5 @@
-"""MODEL_CARD.md from its template (core/model_card.md): the text evaluate wrote before the
-card became a template, byte for byte, for fixed inputs."""
+"""MODEL_CARD.md from its template (core/model_card.md): the expected text, byte for byte,
+for fixed inputs."""
 
 import pytest
 
@@ -49,7 +49,7 @@ and extending the study below). Not for diagnosis, triage or any clinical decisi
 not a medical device, and it has not been validated on patients or against radiologists.
 
 - Architecture: U-Net, resnet34 encoder, 1 input channel, 64 px.
-- Encoder initialisation: `labels`; selected epoch 11 (lowest validation loss).
+- Encoder initialisation: `labels`; kept epoch 11 (lowest validation loss (Dice + BCE) among epochs with a trained encoder).
 - Data: SIIM-ACR (synthetic) 10 images, patient-level split train 5 /
   val 3 / test 2.
 - Pretraining data: CXR-14, 600 images after leaving out 300
@@ -57,14 +57,15 @@ not a medical device, and it has not been validated on patients or against radio
 
 ## Training
 - Hyperparameters (`train_unet` params): batch_size 16, lr 0.001, pixel_loss bce.
-- Loss Dice + pixel loss; the kept epoch has the lowest validation loss among epochs with a
-  trained encoder (lowest validation loss (Dice + BCE) among epochs with a trained encoder).
+- Loss Dice + pixel loss.
 - Input: grayscale, pixel / 255 standardised with mean 0.5 and
   std 0.25.
 - Trained on cpu (2 process(es), AMP True).
 
-## Post-processing (tuned on validation, frozen for test)
-top threshold 0.9, minimum area 16 px, bottom threshold 0.4.
+## Post-processing (tuned on validation for SIIM Dice, frozen for test)
+top threshold 0.9, minimum area 16 px, bottom threshold 0.4. It scores SIIM Dice,
+pooled Dice and IoU; Dice on positives scores the pixels above 0.5 with no image-level
+gate (the segmentation endpoint).
 
 ## Test results (2 images, 1 with pneumothorax)
 | prediction | SIIM Dice | Dice (positives) | pooled Dice | IoU | AUC |
@@ -79,7 +80,8 @@ Validation SIIM Dice after post-processing: 0.804
 - `siim_dice`: SIIM-ACR's official metric: mean over images of Dice, an empty prediction
   on an empty image scoring 1 (so predicting "no pneumothorax" everywhere scores the share
   of empty images: the `all_empty` row).
-- `dice_positive`: mean Dice over the images that have a pneumothorax only.
+- `dice_positive`: mean Dice over the images that have a pneumothorax only, of the pixels
+  above the fixed threshold (no image-level gate).
 - `dice_pooled`: Dice over all pixels of all test images pooled together.
 - `iou`: mean per-image IoU (empty/empty = 1).
 - `auc`: image-level pneumothorax presence AUC, scored by the maximum pixel probability.
@@ -110,7 +112,7 @@ and extending the study below). Not for diagnosis, triage or any clinical decisi
 not a medical device, and it has not been validated on patients or against radiologists.
 
 - Architecture: U-Net, resnet34 encoder, 1 input channel, 64 px.
-- Encoder initialisation: `none`; selected epoch 0 (lowest validation loss).
+- Encoder initialisation: `none`; kept epoch 0 (lowest validation loss).
 - Data: SIIM-ACR 10 images, patient-level split train 5 /
   val 3 / test 2.
 - Pretraining data: CXR-14, ? images after leaving out ?
@@ -118,14 +120,15 @@ not a medical device, and it has not been validated on patients or against radio
 
 ## Training
 - Hyperparameters (`train_unet` params): not recorded.
-- Loss Dice + pixel loss; the kept epoch has the lowest validation loss among epochs with a
-  trained encoder (lowest validation loss).
+- Loss Dice + pixel loss.
 - Input: grayscale, pixel / 255 standardised with mean ? and
   std ?.
 - Trained on ? (1 process(es), AMP False).
 
-## Post-processing (tuned on validation, frozen for test)
-top threshold 0.9, minimum area 16 px, bottom threshold 0.4.
+## Post-processing (tuned on validation for SIIM Dice, frozen for test)
+top threshold 0.9, minimum area 16 px, bottom threshold 0.4. It scores SIIM Dice,
+pooled Dice and IoU; Dice on positives scores the pixels above 0.5 with no image-level
+gate (the segmentation endpoint).
 
 ## Test results (2 images, 1 with pneumothorax)
 | prediction | SIIM Dice | Dice (positives) | pooled Dice | IoU | AUC |
@@ -140,7 +143,8 @@ Validation SIIM Dice after post-processing: nan
 - `siim_dice`: SIIM-ACR's official metric: mean over images of Dice, an empty prediction
   on an empty image scoring 1 (so predicting "no pneumothorax" everywhere scores the share
   of empty images: the `all_empty` row).
-- `dice_positive`: mean Dice over the images that have a pneumothorax only.
+- `dice_positive`: mean Dice over the images that have a pneumothorax only, of the pixels
+  above the fixed threshold (no image-level gate).
 - `dice_pooled`: Dice over all pixels of all test images pooled together.
 - `iou`: mean per-image IoU (empty/empty = 1).
 - `auc`: image-level pneumothorax presence AUC, scored by the maximum pixel probability.

@@ -126,7 +126,7 @@ def test_a_planted_undeclared_read_is_caught():
         "line 2: `p['train_unet']` used other than by literal keys"
     ]
     whole = 'p = params.load()\ntrain_unet(**p["train_unet"])\n'
-    assert mismatch(whole, stage["declared"], set())["undeclared"] == ["train_unet.variants"]
+    assert mismatch(whole, stage["declared"], set())["undeclared"] == ["train_unet.shares", "train_unet.variants"]
 
 
 def test_a_declared_param_nothing_reads_is_caught():

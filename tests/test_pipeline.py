@@ -94,8 +94,9 @@ def test_default_pipeline_end_to_end(repo):
         "pretrain_encoder@labels-0",
         "pretrain_encoder@pseudo_labels-1",
         "linear_probe",
-        "train_unet@ssl-1",
-        "evaluate@none-0",
+        "train_unet@100-labels-1",
+        "train_unet@25-pseudo_labels-0",
+        "evaluate@25-none-0",
         "baselines",
         "report",
         "predict_test",
@@ -103,21 +104,24 @@ def test_default_pipeline_end_to_end(repo):
     ):
         assert f"Running stage '{stage}'" in out
     table = (repo / "metrics" / "ablation.md").read_text()
-    for variant in ("none", "labels", "pseudo_labels", "ssl"):
-        assert f"| {variant} | 2 |" in table
+    for variant in ("none", "labels", "pseudo_labels"):
+        assert f"| {variant} | 2 |" in table.split("## 100% of the training films")[1].split("## 25%")[0]
+        assert f"| {variant} | 2 |" in table.split("## 25% of the training films")[1]
     for baseline in ("all_empty", "location_prior"):
         assert f"| {baseline} (baseline) |" in table
     ablation = json.loads((repo / "metrics" / "ablation.json").read_text())
-    assert ablation["primary"] == "dice_positive" and ablation["runs"] == 2
-    none = ablation["variants"]["none"]["dice_positive"]
+    assert ablation["primary"] == "dice_positive" and ablation["runs"] == 2 and ablation["shares"] == [100, 25]
+    none = ablation["families"]["100"]["variants"]["none"]["dice_positive"]
     assert 0 <= none["low"] <= none["value"] <= none["high"] <= 1
-    assert set(ablation["vs_none"]) == {"labels", "pseudo_labels", "ssl"}
-    assert all(set(row["holm"]) >= {"called", "adjusted_p"} for row in ablation["vs_none"].values())
-    assert {f"{v}-{r}" for v, rows in ablation["per_run"].items() for r in (row["run"] for row in rows)} == {
-        f"{v}-{r}" for v in ("none", "labels", "pseudo_labels", "ssl") for r in (0, 1)
-    }
+    assert set(ablation["families"]["25"]["vs_none"]) == {"labels", "pseudo_labels"}
+    assert ablation["confirmatory"]["contrast"] == "labels - none" and ablation["confirmatory"]["smallest_detectable"]
+    assert set(ablation["gap_differences"]["25"]) == {"labels", "pseudo_labels"}
+    assert {f"{s}-{v}-{row['run']}" for s, family in ablation["per_run"].items() for v, rows in family.items()
+            for row in rows} == {f"{s}-{v}-{r}" for s in (100, 25) for v in ("none", "labels", "pseudo_labels")
+                                 for r in (0, 1)}  # fmt: skip
     headline = json.loads((repo / "metrics" / "headline.json").read_text())
-    names = ["none", "labels", "pseudo_labels", "ssl", "all_empty", "location_prior", "clustering", "linear_probe"]
+    names = ["none", "labels", "pseudo_labels", "all_empty", "location_prior", "none@25", "labels@25",
+             "pseudo_labels@25", "confirmatory", "clustering", "linear_probe"]  # fmt: skip
     assert list(headline) == names
     assert headline["none"] == {
         "dice_positive": round(none["value"], 4),
@@ -138,12 +142,12 @@ def test_default_pipeline_end_to_end(repo):
     assert all(len(e["macro_auc"]["per_run"]) == 2 for e in probe["encoders"].values())
     assert "## Linear probe" in table
     assert json.loads((repo / "metrics" / "prepare_cxr14.json").read_text())["excluded_leakage"] > 0
-    card = (repo / "models" / "unet" / "labels-0" / "MODEL_CARD.md").read_text()
+    card = (repo / "models" / "unet" / "100" / "labels-0" / "MODEL_CARD.md").read_text()
     assert "synthetic data" in card and "all empty" in card
     for picture in (
         "metrics/train_autoencoder/0/reconstructions.png",
         "metrics/pseudo_labels/1/projection.png",
-        "metrics/evaluate/none-0/overlays.png",
+        "metrics/evaluate/100/none-0/overlays.png",
     ):
         assert (repo / picture).stat().st_size > 0
     # nothing changed: a second repro does nothing and the workspace is clean
@@ -166,13 +170,13 @@ def test_rerun_from_scratch_gives_bit_identical_metrics(repo):
     before = {
         p: p.read_bytes() for p in (repo / "metrics").rglob("*.json") if "labels" in str(p) or "autoencoder" in str(p)
     }
-    trained = ("train_autoencoder@0", "pretrain_encoder@labels-0", "train_unet@labels-0")
+    trained = ("train_autoencoder@0", "pretrain_encoder@labels-0", "train_unet@25-labels-0")
     # train again from the start: forced, and no checkpoint reuse (PNEUMO_RESUME=0)
     out = run(["dvc", "repro", "--force", "--single-item", *trained], repo, PNEUMO_RESUME="0")
     for stage in trained:
         assert f"Running stage '{stage}'" in out
     # retrained models are byte-identical, so DVC has nothing to redo downstream
-    out = run(["dvc", "repro", "evaluate@labels-0", "cluster_latents@0"], repo)
+    out = run(["dvc", "repro", "evaluate@25-labels-0", "cluster_latents@0"], repo)
     assert "Running stage" not in out
     after = {p: p.read_bytes() for p in before}
     changed = [str(p.relative_to(repo)) for p in before if before[p] != after[p]]
@@ -190,7 +194,7 @@ def test_same_pipeline_on_the_real_samples(repo, realdata):
     # run 1's models are no stage's output any more: remove them, as a user dropping a run would, since
     # stages that read whole model folders (predict_test, compare_variants, activation maps, linear_probe) hash them
     stale_files = [*(repo / "models" / "heads").glob("*-1.*"), *(repo / "models" / "encoders").glob("*-1.*")]
-    for stale in [*(repo / "models" / "unet").glob("*-1"), *stale_files]:
+    for stale in [*(repo / "models" / "unet").glob("*/*-1"), *stale_files]:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     out = run(["dvc", "repro"], repo)
     assert "Running stage 'report'" in out and "Running stage 'synthesize'" not in out
@@ -199,7 +203,7 @@ def test_same_pipeline_on_the_real_samples(repo, realdata):
     leakage = json.loads((repo / "metrics" / "prepare_cxr14.json").read_text())
     assert leakage["images"] == 40  # the map inside the SIIM root was found without a param
     assert (leakage["siim_images"], leakage["siim_matched"]) == (10, 10)
-    card = (repo / "models" / "unet" / "none-0" / "MODEL_CARD.md").read_text()
+    card = (repo / "models" / "unet" / "100" / "none-0" / "MODEL_CARD.md").read_text()
     assert "synthetic data" not in card
 
 
@@ -220,11 +224,11 @@ def test_share_models_and_experiments_through_a_remote(repo, tmp_path):
     run(["dvc", "exp", "push", "origin", "fewer-resamples"], repo)
 
     run(["git", "clone", "-q", "-b", "main", str(origin), str(teammate)], tmp_path)
-    assert not (teammate / "models" / "unet" / "none-0" / "model.safetensors").exists()
+    assert not (teammate / "models" / "unet" / "100" / "none-0" / "model.safetensors").exists()
     run(["dvc", "pull"], teammate)
     assert "up to date" in run(["dvc", "status"], teammate)  # nothing to retrain
     tests = teammate / "data" / "synthetic" / "siim" / "dicom-images-test"
-    run(["pneumo", "predict", "--model", "models/unet/none-0", str(tests), "--out", "submission.csv"], teammate)
+    run(["pneumo", "predict", "--model", "models/unet/100/none-0", str(tests), "--out", "submission.csv"], teammate)
     rows = (teammate / "submission.csv").read_text().splitlines()
     assert rows[0] == "ImageId,EncodedPixels" and len(rows) - 1 == len(list(tests.rglob("*.dcm")))
 

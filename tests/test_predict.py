@@ -4,9 +4,12 @@
 import copy
 import csv
 import json
+import logging
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -23,35 +26,22 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
+from tiny_model import train_tiny_model
 
 from pneumo.cli import main
-from pneumo.core import data, inference, metrics, runtime
+from pneumo.core import data, metrics
+from pneumo.core import predict as engine
 from pneumo.core.predict import PAD_VALUE, PredictError, film_area, letterbox, load_model, unletterbox
 from pneumo.formats import dicom, prepared, rle
-from pneumo.tasks import predict_test, train_unet
+from pneumo.tasks import predict_test
 
 PNEUMO = [sys.executable, "-m", "pneumo.cli"]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_siim, unet_run) -> Path:
-    """A U-Net trained for one epoch on the real samples at 32 px, with thresholds that make
-    about half of the images positive (so both kinds of rows are exercised)."""
-    tmp = tiny_siim
-    torch.manual_seed(0)
-    train_unet.train_unet(**unet_run(tmp, "model", variant="test", freeze_encoder_epochs=0), rt=runtime.start("cpu"))
-    model, _ = inference.load_unet(tmp / "model" / "model.safetensors", torch.device("cpu"))
-    images, _, _ = prepared.load_prepared(tmp / "siim")
-    peaks = (
-        inference.predict_probs(model, images, np.arange(len(images)), torch.device("cpu"))
-        .reshape(len(images), -1)
-        .max(1)
-    )
-    top = float(np.median(peaks))
-    (tmp / "model" / "postprocess.json").write_text(
-        json.dumps({"top": top, "min_area": 1, "bottom": top, "image_size": 32})
-    )
-    return tmp / "model"
+    """A U-Net trained for one epoch on the real samples at 32 px (tests/tiny_model.py)."""
+    return train_tiny_model(tiny_siim, unet_run)
 
 
 def test_predict_writes_one_row_per_image_at_original_size(realdata, real_dicoms, model_dir, tmp_path):
@@ -121,9 +111,25 @@ def test_help_reads_well():
     for args in ([], ["predict"]):
         proc = subprocess.run([*PNEUMO, *args, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "usage: pneumo" in proc.stdout
-    predict_help = subprocess.run([*PNEUMO, "predict", "--help"], capture_output=True, text=True).stdout
-    for word in ("--model", "--out", "--overlays", "--batch-size", "--device", "example:"):
+    env = {**os.environ, "COLUMNS": "80"}
+    predict_help = subprocess.run([*PNEUMO, "predict", "--help"], capture_output=True, text=True, env=env).stdout
+    for word in ("--model", "--out", "--overlays", "--batch-size", "--device {auto,cpu,cuda,cuda:N}", "--debug"):
         assert word in predict_help
+    lines = predict_help.splitlines()
+    # the epilog keeps its lines: the exit-code table, then the example, each on lines of their own
+    for start in (
+        "exit codes:",
+        "  0  every input file",
+        "  1  some files",
+        "  2  nothing predicted",
+        "  3  an unexpected",
+    ):
+        assert any(line.startswith(start) for line in lines), start
+    assert "  pneumo predict --model models/unet/100/labels-0 data/siim/dicom-images-test \\" in lines
+    assert max(map(len, lines)) <= 80 and "labels-\n" not in predict_help  # nothing split at a hyphen
+    score_help = subprocess.run([*PNEUMO, "score", "--help"], capture_output=True, text=True, env=env).stdout
+    assert "  pneumo score submission.csv data/siim/train-rle.csv --json" in score_help.splitlines()
+    assert "train-\n" not in score_help and "  3  an unexpected error" in score_help
 
 
 def _predict(model_dir, out, *inputs, extra=()):
@@ -199,21 +205,23 @@ ONE_UID = {
     ),
     "two different images": (
         [("a.dcm", "film", ExplicitVRLittleEndian), ("b.dcm", "other", ExplicitVRLittleEndian)],
-        (1, [], [], ["a.dcm", "b.dcm"]),
+        (2, [], [], ["a.dcm", "b.dcm"]),
     ),
     "a lossy copy is another image": (
         [("a.dcm", "film", JPEG2000Lossless), ("b.dcm", "film", JPEG2000)],
-        (1, [], [], ["a.dcm", "b.dcm"]),
+        (2, [], [], ["a.dcm", "b.dcm"]),
     ),
     "two copies and a different image": (
         [("a.dcm", "film", ExplicitVRBigEndian), ("b.dcm", "other", RLELossless), ("c.dcm", "film", RLELossless)],
-        (1, [], [], ["a.dcm", "b.dcm", "c.dcm"]),
+        (2, [], [], ["a.dcm", "b.dcm", "c.dcm"]),
     ),
 }
 
 
 @pytest.mark.parametrize("case", ONE_UID)
-def test_predict_files_sharing_one_uid(dicom_corpus, dicom_writer, model_dir, tmp_path, case):
+def test_predict_files_sharing_one_uid(dicom_corpus, dicom_writer, model_dir, tmp_path, caplog, case):
+    """When every file is refused nothing is predicted: exit 2, nothing written, each refusal on
+    stderr (here: the log records)."""
     files, (code, predicted, copies, refused) = ONE_UID[case]
     _, _, sources = dicom_corpus
     film = sources["8bit-1.2.840.10008.1.2.1.dcm"]
@@ -222,14 +230,22 @@ def test_predict_files_sharing_one_uid(dicom_corpus, dicom_writer, model_dir, tm
     for name, image, syntax in files:
         lossy = {"j2k_cr": [20]} if syntax == JPEG2000 else {}
         dicom_writer(film if image == "film" else other, syntax, tmp_path / "in" / name, **lossy)
-    out = tmp_path / "s.csv"
+    out = tmp_path / "out" / "s.csv"
     assert _predict(model_dir, out, tmp_path / "in") == code
-    rows = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
-    assert rows == [film.SOPInstanceUID] * len(predicted)
-    used = [Path(line.split(",", 1)[1]).name for line in out.with_name("s.csv.files.csv").read_text().splitlines()[1:]]
-    assert used == predicted
-    assert _duplicates(out) == [(name, str(tmp_path / "in" / "a.dcm")) for name in copies]
-    errors = _errors(out)
+    if code == 2:
+        assert not out.parent.exists()
+        errors = {}
+        for record in caplog.records:
+            if record.getMessage().startswith("error: "):
+                file, reason = record.getMessage()[len("error: ") :].split(": ", 1)
+                errors[Path(file).name] = reason
+    else:
+        rows = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
+        assert rows == [film.SOPInstanceUID] * len(predicted)
+        files_csv = out.with_name("s.csv.files.csv").read_text().splitlines()[1:]
+        assert [Path(line.split(",", 1)[1]).name for line in files_csv] == predicted
+        assert _duplicates(out) == [(name, str(tmp_path / "in" / "a.dcm")) for name in copies]
+        errors = _errors(out)
     assert sorted(errors) == refused
     for name in refused:
         others = [str(tmp_path / "in" / n) for n in refused if n != name]
@@ -278,6 +294,150 @@ def test_predict_input_errors_exit_2(model_dir, real_dicoms, tmp_path, capsys):
     assert not (tmp_path / "s.csv").exists()
 
 
+def test_a_folder_without_any_dicom_exits_2_and_writes_nothing(model_dir, tmp_path, capsys, caplog):
+    """Files that match the pattern but are no DICOM: each refused by name, in pneumo's own words
+    (no pydicom hint about a force=True that no flag offers), exit 2, not one file written."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "notes.dcm").write_text("ImageId,EncodedPixels\n")
+    (folder / "empty.dcm").write_bytes(b"")
+    before = sorted(tmp_path.rglob("*"))
+    assert _predict(model_dir, tmp_path / "out" / "s.csv", folder, extra=["--overlays", str(tmp_path / "o")]) == 2
+    assert sorted(tmp_path.rglob("*")) == before
+    err = capsys.readouterr().err
+    assert "nothing predicted: all 2 input file(s) refused" in err and "nothing written" in err
+    refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(refusals) == 2 and all("not a readable DICOM file" in r for r in refusals)
+    assert not any("force" in r for r in [*refusals, err])
+
+
+def test_every_argument_problem_is_named_at_once_before_torch_is_imported(tmp_path):
+    """A missing folder and a missing model: both named, exit 2, in a fresh process that never
+    imports torch (which takes seconds), so the answer comes at once."""
+    code = (
+        "import sys, time; start = time.perf_counter(); from pneumo.cli import main; "
+        f"code = main(['predict', {str(tmp_path / 'nowhere')!r}, '--model', {str(tmp_path / 'x')!r}, "
+        f"'--out', {str(tmp_path / 'p.csv')!r}]); "
+        "print(code, 'torch' in sys.modules, round(time.perf_counter() - start, 2))"
+    )
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    exit_code, torch_imported, seconds = proc.stdout.split()
+    assert (exit_code, torch_imported) == ("2", "False"), proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines == [
+        f"pneumo predict: error: {tmp_path / 'nowhere'}: no such file or folder",
+        f"pneumo predict: error: {tmp_path / 'x'}: no such model folder (expected e.g. models/unet/100/labels-0)",
+    ]
+    assert not list(tmp_path.glob("p.csv*"))
+    print(f"missing folder and model: exit 2 in {seconds} s in-process, {wall:.2f} s with the interpreter")
+
+
+def test_output_paths_that_cannot_be_written_are_named_before_any_work(model_dir, real_dicoms, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "folder.csv").mkdir()
+    code = _predict(
+        model_dir, tmp_path / "folder.csv", real_dicoms[0], extra=["--overlays", str(tmp_path / "a-file" / "o")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "is a folder" in err[0] and f"{tmp_path / 'a-file'} is a file, not a folder" in err[1]
+
+
+@pytest.mark.parametrize("argument, value", [("--device", "gpu"), ("--device", "cuda:x"), ("--batch-size", "0")])
+def test_bad_argument_values_are_refused_by_argparse(model_dir, real_dicoms, tmp_path, capsys, argument, value):
+    argv = ["predict", str(real_dicoms[0]), "--model", str(model_dir), "--out", str(tmp_path / "s.csv")]
+    assert main([*argv, argument, value]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {argument}" in err and repr(value) in err and not (tmp_path / "s.csv").exists()
+
+
+def test_an_unexpected_error_is_one_line_and_exit_code_3(model_dir, real_dicoms, tmp_path, capsys, monkeypatch):
+    """The CLI's last guard: a bug ends in one line naming the error and exit 3; the traceback
+    only with --debug."""
+
+    def broken(**_):
+        raise RuntimeError("something nobody foresaw\non two lines")
+
+    monkeypatch.setattr(engine, "predict", broken)
+    argv = ["predict", str(real_dicoms[0]), "--model", str(model_dir), "--out", str(tmp_path / "s.csv")]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("pneumo predict: unexpected error: RuntimeError: something nobody foresaw on two lines")
+    assert "--debug" in err
+    assert main([*argv, "--debug"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.splitlines()[-1].startswith("pneumo predict: unexpected")
+
+
+def test_one_file_that_breaks_an_unguarded_step_costs_only_itself(model_dir, real_dicoms, tmp_path, monkeypatch):
+    """Whatever a step raises for one file (here: reading raises a bare RuntimeError, and for
+    another file encoding its row does), that file is refused by name with the error, leaves no
+    row and no overlay, and every other file is predicted."""
+    inputs = sorted(real_dicoms[:4], key=lambda p: p.stem)  # rows come in ImageId order
+    broken_read, broken_row = inputs[0], inputs[1]
+    read, encode = dicom.read_dicom, rle.encode
+
+    def read_dicom(path):
+        if Path(path) == broken_read:
+            raise RuntimeError("a reader bug")
+        return read(path)
+
+    calls = iter(range(100))
+
+    def encode_row(mask):
+        if next(calls) == 0:  # the first row encoded: broken_row's, since broken_read has none
+            raise MemoryError("no memory for this one")
+        return encode(mask)
+
+    monkeypatch.setattr(dicom, "read_dicom", read_dicom)
+    monkeypatch.setattr(rle, "encode", encode_row)
+    out, overlays = tmp_path / "s.csv", tmp_path / "o"
+    assert _predict(model_dir, out, *inputs, extra=["--overlays", str(overlays)]) == 1
+    errors = _errors(out)
+    assert sorted(errors) == sorted([broken_read.name, broken_row.name])
+    assert "unexpected RuntimeError: a reader bug" in errors[broken_read.name]
+    assert "unexpected MemoryError: no memory for this one" in errors[broken_row.name]
+    rows = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
+    assert sorted(rows) == sorted(p.stem for p in inputs if p not in (broken_read, broken_row))
+    assert sorted(p.stem for p in overlays.glob("*.png")) == sorted(rows)
+
+
+@pytest.mark.parametrize(
+    "value, cell",
+    [
+        ("1.2.3", "1.2.3"),
+        ("-1", "-1"),  # SIIM's empty mask: a number, not a formula
+        ("1 2 3 4", "1 2 3 4"),
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1+2", "'+1+2"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("=x.dcm: not a readable DICOM file", "'=x.dcm: not a readable DICOM file"),
+    ],
+)
+def test_csv_cells_never_start_a_formula(value, cell):
+    assert engine.csv_cell(value) == cell
+
+
+@pytest.mark.parametrize("name", ["../x.png", "a/../../x.png", "sub/x.png", "/tmp/x.png", "..", ".", ""])
+def test_an_output_name_that_leaves_its_folder_is_refused(tmp_path, name):
+    with pytest.raises(engine.OutputPathError, match="outside"):
+        engine.confined(tmp_path / "overlays", name)
+
+
+def test_a_symlink_planted_in_the_output_folder_is_refused(tmp_path):
+    folder = tmp_path / "overlays"
+    folder.mkdir()
+    (folder / "1.2.3.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(engine.OutputPathError):
+        engine.confined(folder, "1.2.3.png")
+    assert engine.confined(folder, "1.2.4.png") == (folder / "1.2.4.png").resolve()
+
+
 def test_predict_model_and_device_errors_exit_2(model_dir, real_dicoms, tmp_path, capsys):
     partial = tmp_path / "partial"
     partial.mkdir()
@@ -295,7 +455,7 @@ def test_predict_model_and_device_errors_exit_2(model_dir, real_dicoms, tmp_path
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(folder) in err[0] and needle in err[0], err
     cuda_needle = "CUDA device(s)" if torch.cuda.is_available() else "CUDA is unusable here"  # and why
-    for device, needle in (("cuda:7", cuda_needle), ("gpu", "not a device")):
+    for device, needle in (("cuda:7", cuda_needle), ("gpu", "'gpu' is not a device")):
         code = main(
             [
                 "predict",
@@ -410,6 +570,13 @@ def test_predict_test_predicts_with_the_chosen_run(model_dir, real_dicoms, tmp_p
         f"1 unreadable test file(s) (data.strict=true); see {strict / 'submission.csv.errors.csv'}"
     )
     assert json.loads((strict / "chosen_model.json").read_text())["images"] == 3
+
+    only_broken = tmp_path / "only-broken"
+    only_broken.mkdir()
+    (only_broken / "broken.dcm").write_bytes(b"\x00" * 10)
+    with pytest.raises(PredictError, match=r"^predict_test: nothing predicted: all 1 test file\(s\) refused"):
+        predict_test.predict_test(**{**job, "input_dir": only_broken}, out_dir=tmp_path / "nothing", strict=False)
+    assert not (tmp_path / "nothing").exists()
 
     _evaluation(evaluations, "none-0", 0.9, 0.1)  # the best run has no model folder
     with pytest.raises(PredictError, match=r"^predict_test: .*none-0: no such model folder"):

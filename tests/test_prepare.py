@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 
-from pneumo.formats import cxr14, prepared, rle
+from pneumo.formats import cxr14, dicom, prepared, rle
 from pneumo.tasks import prepare_cxr14, prepare_siim
 
 SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
@@ -32,10 +34,9 @@ def small_cxr14(root: Path, out: Path, exclude: set[str], **kwargs) -> dict:
         max_images=0,
         split={"train": 1.0},
         seed=0,
-        strict=True,
         workers=1,
         exclude_patients=exclude,
-        **kwargs,
+        **{"strict": True, **kwargs},
     )
 
 
@@ -448,3 +449,66 @@ def test_dvc_hashes_a_linked_root_but_not_a_linked_folder_inside_one(tmp_path):
     (data / "a.png").write_text("2")
     status = subprocess.run([*dvc, "status"], cwd=repo, check=True, capture_output=True, text=True).stdout
     assert "root:" in status and "inside:" not in status
+
+
+def test_prepare_siim_survives_any_file(realdata, tmp_path, monkeypatch):
+    """With data.strict false, a file the reader refuses for a hostile UID or a malformed header
+    value (pydicom's badVR.dcm: NumberOfFrames '1A'), and one whose decoding raises an error no
+    check foresaw, are each skipped and listed by name; every other film comes out."""
+    root = tmp_path / "siim"
+    shutil.copytree(realdata / "siim" / "dicom-images-train", root / "dicom-images-train")
+    films = sorted((root / "dicom-images-train").rglob("*.dcm"))
+    hostile, bad_vr, unforeseen = films[0], films[1], films[2]
+    ds = pydicom.dcmread(hostile)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.SOPInstanceUID = "../../x"
+        ds.save_as(hostile)
+    shutil.copy(get_testdata_file("badVR.dcm"), bad_vr)
+    shutil.copy(realdata / "siim" / "train-rle.csv", root / "train-rle.csv")
+    read = dicom.read_dicom
+
+    def read_dicom(path):
+        if Path(path) == unforeseen:
+            raise ZeroDivisionError("a check nobody wrote")
+        return read(path)
+
+    monkeypatch.setattr(dicom, "read_dicom", read_dicom)  # one worker: decoded in this process
+    out = tmp_path / "out"
+    counts = prepare_siim.prepare_siim(**{**SMALL_SIIM, "strict": False}, root=root, out_dir=out)
+    errors = json.loads((out / "report.json").read_text())["errors"]
+    assert counts["images"] == 7 and len(errors) == 3
+    reasons = {Path(e.split(": ", 1)[0]): e for e in errors}
+    assert "SOPInstanceUID '../../x' is not a valid DICOM UID" in reasons[hostile]
+    assert "malformed NumberOfFrames value '1A'" in reasons[bad_vr]
+    assert "unexpected ZeroDivisionError: a check nobody wrote" in reasons[unforeseen]
+    assert all("\n" not in e for e in errors)
+
+
+def test_prepare_cxr14_survives_any_file(realdata, tmp_path, monkeypatch):
+    root = tmp_path / "cxr14"
+    shutil.copytree(realdata / "cxr14", root)
+    pngs = sorted((root / "images").glob("*.png"))
+    read = cxr14.read_png
+
+    def read_png(path):
+        if Path(path) == pngs[0]:
+            raise MemoryError("an absurd size")
+        return read(path)
+
+    monkeypatch.setattr(cxr14, "read_png", read_png)
+    out = tmp_path / "out"
+    counts = small_cxr14(root, out, set(), strict=False)
+    errors = json.loads((out / "report.json").read_text())["errors"]
+    assert counts["images"] == 39 and errors == [f"{pngs[0]}: unexpected MemoryError: an absurd size"]
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "I;16"])
+def test_read_png_takes_every_channel_layout(tmp_path, mode):
+    """Gray, gray + alpha (which OpenCV cannot even write), colour, colour + alpha, 16-bit."""
+    from PIL import Image
+
+    value = 100 * 257 if mode == "I;16" else 100
+    Image.new(mode, (8, 8), value if mode in ("L", "I;16") else (value,) * len(mode)).save(tmp_path / "x.png")
+    gray = cxr14.read_png(tmp_path / "x.png")
+    assert gray.shape == (8, 8) and gray.dtype == np.uint8 and int(gray[0, 0]) == 100

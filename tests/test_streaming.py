@@ -12,6 +12,7 @@ from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 from pneumo.core import inference, metrics, models, validation
+from pneumo.formats import per_image
 from pneumo.formats.prepared import load_prepared, split_indices
 from pneumo.tasks import baselines, cluster_latents, evaluate
 
@@ -118,6 +119,7 @@ def test_evaluate_streamed_equals_the_whole_array_evaluation(tiny_siim, tmp_path
         plots_dir=tmp_path / "plots",
         prepare_cxr14_metrics=tmp_path / "cxr14.json",
         n_overlays=3,
+        threshold=0.5,
         device="cpu",
         batch_size=1,
         **grid,
@@ -132,6 +134,9 @@ def test_evaluate_streamed_equals_the_whole_array_evaluation(tiny_siim, tmp_path
     probs = inference.predict_probs(model, images, test, "cpu")
     pred = metrics.postprocess(probs, tuned["top"], tuned["min_area"], tuned["bottom"])
     expected = metrics.segmentation_report(pred, masks[test].astype(bool), probs.reshape(len(test), -1).max(1))
+    # the segmentation endpoint scores the pixels above the threshold, without the gate
+    ungated = metrics.segmentation_report(probs > 0.5, masks[test].astype(bool), probs.reshape(len(test), -1).max(1))
+    expected["dice_positive"] = ungated["dice_positive"]
     assert result["val"]["siim_dice"] == pytest.approx(tuned["score"], abs=1e-6)
     assert {k: result["postprocess"][k] for k in ("top", "min_area", "bottom")} == {
         k: tuned[k] for k in ("top", "min_area", "bottom")
@@ -139,6 +144,8 @@ def test_evaluate_streamed_equals_the_whole_array_evaluation(tiny_siim, tmp_path
     for key, value in expected.items():
         assert result["test"][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
     assert (tmp_path / "plots" / "overlays.png").exists()
+    table = per_image.read(tmp_path / "plots" / "per_image.csv")
+    assert np.array_equal(table["pred_pixels_ungated"], (probs > 0.5).reshape(len(test), -1).sum(1))
 
 
 def test_shown_overlays_are_those_of_sorting_positives_first():

@@ -17,7 +17,21 @@ The layers, each importing only the ones below it (no cycles):
 
 Beside them: `pneumo.params` (reads params.yaml), `pneumo.launch` (in-process or torchrun),
 `pneumo.cli` (`pneumo predict`). `pneumo.rle` and `pneumo.dicom` are the stable public names:
-they re-export the functions of `pneumo.formats.rle` and `pneumo.formats.dicom`.
+they re-export the functions of `pneumo.formats.rle` and `pneumo.formats.dicom`; and
+`pneumo.load_model(path)` is `pneumo.core.predictor.load_model`, a trained model as a Python
+object, imported when first used so that `import pneumo` stays light (no torch).
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "load_model"]
+
+
+def __getattr__(name: str):
+    """`pneumo.load_model`, imported on first use (PEP 562)."""
+    if name == "load_model":
+        from pneumo.core.predictor import load_model
+
+        return load_model
+    raise AttributeError(f"module 'pneumo' has no attribute {name!r}")

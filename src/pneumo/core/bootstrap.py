@@ -33,29 +33,30 @@ is at least 95% whatever the ratio of the two parts (Banerjee's result for norma
 t(R - 1) when runs dominate, z when images do. Welch-Satterthwaite degrees of freedom were
 measured too and rejected: on the simulated studies of tests/test_bootstrap.py they cover
 87% with 2 runs and 92-93% with 3 when the run variance dominates (a run variance
-underestimated by chance also inflates the df). R - 1 df for both parts is honest but, at 3
-runs, t = 4.3 even when the runs agree: it covered 97-100% and resolved a true +0.03 in 9-28%.
-The interval's shape (skewness) comes from bootstrap replicates:
+underestimated by chance also inflates the df).
 
-- R >= MIN_BOOTSTRAP_RUNS (5): a two-level bootstrap, runs then images. Replicate b draws R
-  run indices with replacement (`run_counts`, once per replicate, jointly for all variants)
-  and an image resample, and averages the resampled runs' values on it.
-- 2 <= R < 5 ("t_runs_images"): a run-level bootstrap is not honest (3 runs give only 10
-  distinct resamples, and its percentiles cannot reach the t quantile's tails), so the shape
-  comes from the image bootstrap of the run mean alone, and the run variance enters through
-  the half-width only: a t-based (Banerjee) combination of the run and image variances.
-- R = 1 ("images_only"): there is no run variance to estimate. The image-only interval is
-  shown, but no difference between initialisations can be called (`Estimate.p` is None).
+**One rule for intervals, p-values and verdicts.** With two runs or more the interval is
+symmetric, the estimate plus or minus that half-width, and the p-value is the smallest
+level whose half-width reaches |estimate|: the interval excludes 0 exactly when p < 0.05.
+Under a multiplicity correction (`holm`) each interval is drawn at the level its adjusted p
+implies (`Estimate.adjusted`): 1 - 0.05 p / p_adjusted, so it excludes 0 exactly when the
+adjusted p is below 0.05. (A percentile interval shaped by the image bootstrap, used here
+before, could exclude 0 while the symmetric p did not: one verdict, two answers.)
 
-**The interval convention** (`interval`), for every interval in the project: the 95%
-percentile interval of the replicates, re-centred on the point estimate (the bootstrap's
-bias, replicate mean minus estimate, is taken out: resampling with replacement duplicates
-images, which inflates NMI and ARI), then stretched about the estimate so that its
-half-widths correspond to the target half-width above instead of z * SD(replicates); for
-two levels this is Hesterberg's expanded percentile interval (The American Statistician 69,
-2015: widen a small-sample percentile interval to the t-width of the unbiased variance).
-Without a target (an image-only bootstrap: baselines, clustering, one run) the stretch is 1.
-A p-value is the smallest level at which the same half-width rule excludes 0.
+**Power** (`Estimate.smallest_detectable`): the true difference that the same rule resolves
+with probability 80% at two-sided 5%, from the noncentral t with the runs' R - 1 degrees of
+freedom, at the rule's own critical value (half-width / SE); `detectable_upper` repeats it
+with the run variance at the upper end of its 95% confidence interval (chi-square, R - 1 df),
+the bound to plan runs with when few runs estimate that variance.
+
+- R = 1 ("images_only"): there is no run variance to estimate. The image-only interval (the
+  bias-corrected percentile interval of the image bootstrap, `interval`) is shown, but no
+  difference between initialisations can be called (`Estimate.p` is None).
+
+**The percentile convention** (`interval`), for intervals that call nothing (one run, the
+per-run clustering scores): the 95% percentile interval of the replicates, re-centred on the
+point estimate (the bootstrap's bias, replicate mean minus estimate, is taken out: resampling
+with replacement duplicates images, which inflates NMI and ARI).
 """
 
 from __future__ import annotations
@@ -69,17 +70,13 @@ from scipy import optimize, stats
 LEVEL = 0.95  # every interval in the project
 ALPHA = 1 - LEVEL  # two-sided level of every call, before Holm
 POWER = 0.80  # the smallest detectable difference is resolved with this probability
-MIN_BOOTSTRAP_RUNS = 5  # from 5 runs (126 distinct run resamples) on, runs are resampled; 4 give 35
 
 IMAGES_ONLY = "images_only"
 T_RUNS_IMAGES = "t_runs_images"
-TWO_LEVEL = "two_level_bootstrap"
 METHODS = {
     IMAGES_ONLY: "one run: stratified bootstrap over the test images only, no run variance; nothing is called",
-    T_RUNS_IMAGES: "fewer than 5 runs: t-based (Banerjee) combination of the run variance (t, R - 1 df) and the "
-    "image-bootstrap variance, shaped by the image bootstrap",
-    TWO_LEVEL: "two-level bootstrap (runs, then images), percentile interval expanded to the t-based "
-    "(Banerjee) half-width of the run and image variances",
+    T_RUNS_IMAGES: "symmetric: the estimate plus or minus the t-based (Banerjee) combination of the run variance "
+    "(t, R - 1 df) and the image-bootstrap variance; it excludes 0 exactly when p < 0.05 (adjusted p under Holm)",
 }
 
 
@@ -99,13 +96,6 @@ def stratified_counts(positive: np.ndarray, resamples: int, seed: int) -> np.nda
     return counts
 
 
-def run_counts(runs: int, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, runs) int counts of the run level: row b says how often each run index is
-    drawn (R draws with replacement). One matrix serves every variant: runs pair by index."""
-    rng = np.random.default_rng([seed, runs])  # a stream of its own, apart from the image resamples
-    return rng.multinomial(runs, np.full(runs, 1 / runs), size=resamples)
-
-
 def _quantile(alpha: float, df: float) -> float:
     """Upper alpha/2 quantile of t(df); the normal's for df = inf."""
     return float(stats.norm.isf(alpha / 2) if math.isinf(df) else stats.t.isf(alpha / 2, df))
@@ -119,22 +109,15 @@ def half_width(run_variance: float, runs: int, image_variance: float, alpha: flo
     return math.hypot(run_q * math.sqrt(run_variance), _quantile(alpha, math.inf) * math.sqrt(image_variance))
 
 
-def interval(estimate: float, replicates: np.ndarray, target: float | None = None) -> tuple[float, float]:
-    """The project's 95% interval: percentiles of the replicates re-centred on `estimate`
-    (bootstrap bias removed), stretched about it so that the half-width of normal-shaped
-    replicates would be `target` (see the module docstring); no stretch without a target.
-    NaN bounds when a replicate is NaN (a metric undefined on the split)."""
+def interval(estimate: float, replicates: np.ndarray) -> tuple[float, float]:
+    """A 95% percentile interval of the replicates re-centred on `estimate` (bootstrap bias
+    removed), for intervals that call nothing. NaN bounds when a replicate is NaN (a metric
+    undefined on the split)."""
     replicates = np.asarray(replicates, float)
     if not np.isfinite(estimate) or not np.isfinite(replicates).all():
         return math.nan, math.nan
     deviation = replicates - replicates.mean()
     low, high = np.quantile(deviation, [ALPHA / 2, 1 - ALPHA / 2])
-    if target is not None:
-        spread = float(deviation.std(ddof=1)) if len(deviation) > 1 else 0.0
-        if spread == 0:  # replicates without spread have no shape: symmetric
-            return float(estimate - target), float(estimate + target)
-        stretch = target / (_quantile(ALPHA, math.inf) * spread)
-        low, high = stretch * low, stretch * high
     return float(estimate + low), float(estimate + high)
 
 
@@ -180,22 +163,60 @@ class Estimate:
         """The interval excludes 0, with runs enough to say so."""
         return self.method != IMAGES_ONLY and bool(self.low > 0 or self.high < 0)
 
+    def adjusted(self, adjusted_p: float | None) -> tuple[float, float]:
+        """The interval at the level a multiplicity correction implies: 1 - ALPHA * p /
+        adjusted_p, so that it excludes 0 exactly when `adjusted_p` < ALPHA (the 95% interval
+        when nothing is adjusted). One run: the image-only interval, unchanged."""
+        p = self.p
+        if p is None or adjusted_p is None or not np.isfinite(self.value):
+            return self.low, self.high
+        alpha = ALPHA if adjusted_p <= p or p == 0 else ALPHA * p / adjusted_p
+        half = half_width(self.run_variance, self.runs, self.image_variance, alpha)
+        return self.value - half, self.value + half
+
     @property
     def smallest_detectable(self) -> float:
         """The true difference this design resolves with probability POWER at two-sided
-        ALPHA: Banerjee's combination of (t + t_power) * run SE and (z + z_power) * image SE
-        (2.80 image SEs with one run, where the run part is unknown, so it is a lower bound)."""
-        runs, big = self.runs, math.inf
-        run_q = _quantile(ALPHA, runs - 1) + _quantile(2 * (1 - POWER), runs - 1) if runs > 1 else 0.0
-        image_q = _quantile(ALPHA, big) + _quantile(2 * (1 - POWER), big)
-        return math.sqrt(run_q**2 * self.run_variance + image_q**2 * self.image_variance)
+        ALPHA (`detectable`); with one run the image part alone (a lower bound)."""
+        return detectable(self.run_variance, self.runs, self.image_variance)
+
+    @property
+    def detectable_upper(self) -> float:
+        """`smallest_detectable` with the run variance at the upper end of its 95% confidence
+        interval, (R - 1) s^2 / chi^2_{0.025, R-1}: what the design resolves if the runs drew
+        a variance lower than the truth. Equal to `smallest_detectable` with one run."""
+        if self.runs < 2:
+            return self.smallest_detectable
+        upper = self.run_variance * (self.runs - 1) / float(stats.chi2.ppf(ALPHA / 2, self.runs - 1))
+        return detectable(upper, self.runs, self.image_variance)
 
 
-def seed_aware(points: np.ndarray, samples: np.ndarray, run_draws: np.ndarray | None = None) -> Estimate:
+def detectable(run_variance: float, runs: int, image_variance: float) -> float:
+    """The smallest true difference resolved with probability POWER by the rule that calls
+    at two-sided ALPHA: lambda * SE, lambda the noncentrality at which a noncentral t with
+    R - 1 df (normal with one run) exceeds the rule's critical value c = half_width / SE in
+    absolute value with probability POWER."""
+    se = math.sqrt(run_variance + image_variance)
+    if not np.isfinite(se) or se == 0:
+        return math.nan if not np.isfinite(se) else 0.0
+    c = half_width(run_variance, runs, image_variance) / se
+    df = runs - 1 if runs > 1 else math.inf
+    def power(lam: float) -> float:  # P(|T'| > c); the far tail underflows (scipy may give NaN there)
+        if math.isinf(df):
+            return float(stats.norm.sf(c - lam) + stats.norm.cdf(-c - lam))
+        return float(stats.nct.sf(c, df, lam) + np.nan_to_num(stats.nct.cdf(-c, df, lam)))
+
+    high = c + 10.0
+    while power(high) < POWER:  # heavy tails with 1 df: widen until the power is reached
+        high *= 2
+    return float(optimize.brentq(lambda lam: power(lam) - POWER, 0.0, high, xtol=1e-10)) * se
+
+
+def seed_aware(points: np.ndarray, samples: np.ndarray) -> Estimate:
     """The run mean of `points` (R,) (a metric or a difference per run, on the full test set)
-    with its seed-aware interval. samples[r, b] is run r's value on image resample b (the same
-    image resamples for every run); run_draws (B, R) are `run_counts`, needed from
-    MIN_BOOTSTRAP_RUNS runs on and shared by everything compared (runs pair by index)."""
+    with its seed-aware interval: symmetric with two runs or more, the image bootstrap's
+    percentile interval with one. samples[r, b] is run r's value on image resample b (the
+    same image resamples for every run)."""
     points, samples = np.asarray(points, float), np.atleast_2d(np.asarray(samples, float))
     runs, value = len(points), float(points.mean())
     image_means = samples.mean(0)
@@ -203,14 +224,10 @@ def seed_aware(points: np.ndarray, samples: np.ndarray, run_draws: np.ndarray | 
     if runs == 1:
         return Estimate(value, *interval(value, image_means), 1, IMAGES_ONLY, 0.0, image_variance)
     run_variance = float(points.var(ddof=1) / runs)
-    if runs < MIN_BOOTSTRAP_RUNS:
-        replicates, method = image_means, T_RUNS_IMAGES
-    else:
-        if run_draws is None or run_draws.shape != samples.T.shape:
-            raise ValueError(f"{runs} runs need run_draws of shape {samples.T.shape} for the two-level bootstrap")
-        replicates, method = (run_draws * samples.T).sum(1) / runs, TWO_LEVEL
-    target = half_width(run_variance, runs, image_variance)
-    return Estimate(value, *interval(value, replicates, target), runs, method, run_variance, image_variance)
+    if not np.isfinite(value) or not np.isfinite(image_variance):
+        return Estimate(value, math.nan, math.nan, runs, T_RUNS_IMAGES, run_variance, image_variance)
+    half = half_width(run_variance, runs, image_variance)
+    return Estimate(value, value - half, value + half, runs, T_RUNS_IMAGES, run_variance, image_variance)
 
 
 def from_runs(points: np.ndarray, image_se: np.ndarray) -> Estimate:
@@ -230,11 +247,11 @@ def from_runs(points: np.ndarray, image_se: np.ndarray) -> Estimate:
 def holm(p_values, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
     """Holm's step-down correction: (adjusted p, rejected at `alpha`) in the given order. The
     i-th smallest of m p-values is multiplied by m - i + 1, made non-decreasing, capped at 1;
-    a hypothesis is rejected when its adjusted p is at most alpha. It controls the family-wise
+    a hypothesis is rejected when its adjusted p is below alpha (as an interval excludes 0). It controls the family-wise
     error rate under any dependence between the tests (the variants share `none` and runs)."""
     p = np.asarray(p_values, float)
     order = np.argsort(p, kind="stable")
     stepped = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
     adjusted = np.empty_like(p)
     adjusted[order] = np.minimum(stepped, 1.0)
-    return adjusted, adjusted <= alpha
+    return adjusted, adjusted < alpha

@@ -70,14 +70,16 @@ def shuffled(dataset: Dataset, seed: int) -> RandomSampler:
     return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
 
 
-def positive_share_sampler(positive: np.ndarray, share: float, seed: int) -> Sampler:
-    """Draw an epoch (as many samples as images) where about `share` are positive."""
+def positive_share_sampler(positive: np.ndarray, share: float, seed: int, samples: int | None = None) -> Sampler:
+    """Draw an epoch of `samples` images (default: as many as there are) where about `share`
+    are positive."""
     positive = np.asarray(positive, bool)
     n_pos = max(int(positive.sum()), 1)
     n_neg = max(int((~positive).sum()), 1)
     weights = np.where(positive, share / n_pos, (1 - share) / n_neg)
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights), len(positive), generator=generator)
+    draws = samples or len(positive)
+    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights), draws, generator=generator)
 
 
 def augment(

@@ -6,7 +6,7 @@ classification head by `pretrain_encoder`, a `Pretraining`: the object that read
 sizes the head, gives the criterion and the validation scores, and says what the head's
 Grad-CAM explains. `pretrain_encoder` and `activation_maps` call it and never compare names,
 so a new kind of pretraining is a new `Pretraining` here (or in a plugin or a test), not an
-edit of any task. `train_unet` needs only the encoder file. The README lists every edit that
+edit of any task. `train_unet` needs only the encoder file. docs/architecture.md lists every edit that
 adding an initialisation takes."""
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ REGISTRY: dict[str, Initialisation] = {
     "none": Initialisation("none", "init_encoder"),  # seeded random weights: the baseline
     "labels": Initialisation("labels", "pretrain_encoder", ClassLabels("Pneumothorax")),
     "pseudo_labels": Initialisation("pseudo_labels", "pretrain_encoder", Clusters("pseudo_labels")),
-    # controls of the pseudo-label claim (an experiment, README): the same cluster sizes with ids
+    # controls of the pseudo-label claim (an experiment, docs/experiments.md): the same cluster sizes with ids
     # shuffled across the films (no content), and clusters of raw pixels (content without a model)
     "permuted_clusters": Initialisation("permuted_clusters", "pretrain_encoder", Clusters("permuted_clusters")),
     "raw_clusters": Initialisation("raw_clusters", "pretrain_encoder", Clusters("raw_clusters")),

@@ -45,11 +45,17 @@ def patient_of(image_index: str) -> str:
 
 
 def read_png(path: str | Path) -> np.ndarray:
-    """Read a CXR-14 PNG (L, RGB or RGBA; 8 or 16 bit) as uint8 grayscale (H, W)."""
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    """Read a CXR-14 PNG (L, LA, RGB or RGBA; 8 or 16 bit) as uint8 grayscale (H, W); a
+    CXR14Error naming the file for anything else, whatever OpenCV makes of it."""
+    try:
+        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # OpenCV raises for some damaged or oversized files instead of returning None
+        raise CXR14Error(f"{path}: unreadable PNG ({' '.join(str(e).split())[:200]})") from None
     if pixels is None:
         raise CXR14Error(f"{path}: unreadable or truncated PNG")
-    if pixels.ndim == 3:
+    if pixels.ndim == 3 and pixels.shape[2] in (1, 2):  # gray, gray + alpha
+        pixels = pixels[:, :, 0]
+    elif pixels.ndim == 3 and pixels.shape[2] in (3, 4):
         code = cv2.COLOR_BGRA2GRAY if pixels.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         pixels = cv2.cvtColor(pixels, code)
     if pixels.dtype == np.uint16:

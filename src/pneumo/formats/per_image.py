@@ -1,6 +1,12 @@
 """The per-image result table: one row per test image, written by `evaluate` for every
 U-Net and by `baselines`, read by `report`. Every metric of the report is a function of
-these columns, so the report can resample images without the masks."""
+these columns, so the report can resample images without the masks.
+
+Two predictions per image: the post-processed one (`pred_pixels`, `intersection`, `dice`:
+the image-level gate tuned for SIIM's metric, then the mask threshold), which SIIM's metric
+scores, and the gate-free one (`pred_pixels_ungated`, `intersection_ungated`: the pixel
+threshold alone), which the segmentation endpoint scores, so that no gate tuned for one
+metric decides another."""
 
 from __future__ import annotations
 
@@ -9,16 +15,36 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ("image_id", "has_pneumothorax", "mask_pixels", "pred_pixels", "intersection", "dice", "max_prob")
+COLUMNS = (
+    "image_id",
+    "has_pneumothorax",
+    "mask_pixels",
+    "pred_pixels",
+    "intersection",
+    "dice",
+    "max_prob",
+    "pred_pixels_ungated",
+    "intersection_ungated",
+)
 
 Table = dict[str, np.ndarray]
 
 
-def write_counts(path: Path, image_ids: list[str], counts: dict[str, np.ndarray], score: np.ndarray) -> None:
+def write_counts(
+    path: Path,
+    image_ids: list[str],
+    counts: dict[str, np.ndarray],
+    score: np.ndarray,
+    ungated: dict[str, np.ndarray] | None = None,
+) -> None:
     """One row per image: truth, predicted and shared pixel counts (`counts` as
     `pneumo.core.metrics.pixel_counts` gives them, gathered batch by batch by `evaluate`),
-    Dice after post-processing and the image-level presence score."""
+    Dice after post-processing, the image-level presence score, and the predicted and shared
+    pixels of the gate-free prediction (`ungated`; the same as `counts` for a prediction
+    without a gate)."""
     t, p, inter = (np.asarray(counts[k], np.int64) for k in ("mask_pixels", "pred_pixels", "intersection"))
+    ungated = counts if ungated is None else ungated
+    raw_p, raw_inter = (np.asarray(ungated[k], np.int64) for k in ("pred_pixels", "intersection"))
     total = p + t
     dice = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,12 +53,14 @@ def write_counts(path: Path, image_ids: list[str], counts: dict[str, np.ndarray]
         writer.writerow(COLUMNS)
         for i, image_id in enumerate(image_ids):
             row = (int(t[i] > 0), int(t[i]), int(p[i]), int(inter[i]))
-            writer.writerow([image_id, *row, f"{dice[i]:.6f}", f"{float(score[i]):.6f}"])
+            writer.writerow(
+                [image_id, *row, f"{dice[i]:.6f}", f"{float(score[i]):.6f}", int(raw_p[i]), int(raw_inter[i])]
+            )
 
 
 def read(path: Path) -> Table:
     """One per_image.csv as arrays by column: image_id as str, has_pneumothorax as bool,
-    the pixel counts, dice and max_prob as float."""
+    the pixel counts, dice and max_prob as float. A missing column is an error naming it."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]

@@ -7,8 +7,10 @@ rules that define it: image and mask resizing, the patient-level split."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -193,6 +195,34 @@ def load_prepared(folder: Path) -> tuple[np.ndarray, np.ndarray | None, list[dic
 
 def split_indices(rows: list[dict], split: str) -> np.ndarray:
     return np.array([i for i, r in enumerate(rows) if r["split"] == split], dtype=np.int64)
+
+
+def share_indices(rows: list[dict], share: int, split: str = "train") -> np.ndarray:
+    """The films of `split` that a `share` percent subset keeps, in index order: whole
+    patients, taken in the order of the SHA-256 of their id, separately among the patients
+    with a finding and those without, until each group holds `share`% of its films (rounded
+    up). The order depends on nothing but the ids, so the subset is the same for every
+    variant and run, and nested: a smaller share is inside a larger one."""
+    if not 0 < share <= 100:
+        raise ValueError(f"share {share!r}: expected a percentage in (0, 100]")
+    indices = split_indices(rows, split)
+    if share == 100:
+        return indices
+    films: dict[str, list[int]] = {}
+    for i in indices:
+        films.setdefault(rows[i]["patient_id"], []).append(int(i))
+    positive = {p: any(int(rows[i]["mask_pixels"]) > 0 for i in fs) for p, fs in films.items()}
+    kept: list[int] = []
+    for group in (True, False):
+        patients = sorted((p for p in films if positive[p] == group), key=lambda p: hashlib.sha256(p.encode()).digest())
+        want = math.ceil(share * sum(len(films[p]) for p in patients) / 100)
+        taken = 0
+        for p in patients:
+            if taken >= want:
+                break
+            kept += films[p]
+            taken += len(films[p])
+    return np.array(sorted(kept), dtype=np.int64)
 
 
 def walk_files(root: Path, keep: Callable[[Path], bool]) -> list[Path]:

@@ -10,6 +10,7 @@ empty field) means no pneumothorax. Several rows for one image are OR-ed.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,20 +23,29 @@ class RLEError(ValueError):
     """An EncodedPixels string that cannot describe a mask of the given size."""
 
 
+# ASCII digits only (int() would also take '१' or '1_0'), at most 12 of them: 10^12 is far beyond
+# any image's pixel count and keeps the running sums of `runs` exact in int64 (a 19-digit number
+# would overflow them, or numpy's conversion)
+_NUMBERS = re.compile(r"[0-9]{1,12}(?:\s+[0-9]{1,12})*", re.ASCII)
+_NUMBER = re.compile(r"-?[0-9]+", re.ASCII)
+
+
 def _parse(rle: str) -> np.ndarray:
     text = rle.strip()
     if text in ("", EMPTY):
         return np.zeros(0, dtype=np.int64)
-    try:
-        numbers = np.array(text.split(), dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in text.split() if not t.lstrip("-").isdigit())
-        raise RLEError(f"non-numeric token {bad!r}") from None
-    if numbers.size % 2:
-        raise RLEError(f"odd count of numbers ({numbers.size}): RLE needs start/length pairs")
-    if (numbers < 0).any():
-        raise RLEError(f"negative number {int(numbers[numbers < 0][0])}")
-    return numbers
+    tokens = text.split()
+    if not _NUMBERS.fullmatch(" ".join(tokens)):
+        bad = next((t for t in tokens if not _NUMBER.fullmatch(t)), None)
+        if bad is not None:
+            raise RLEError(f"non-numeric token {bad[:40]!r}")
+        negative = next((t for t in tokens if t.startswith("-")), None)
+        if negative is not None:
+            raise RLEError(f"negative number {negative[:40]}")
+        raise RLEError(f"number {max(tokens, key=len)[:40]} is larger than any image (at most 12 digits)")
+    if len(tokens) % 2:
+        raise RLEError(f"odd count of numbers ({len(tokens)}): RLE needs start/length pairs")
+    return np.array(tokens, dtype=np.int64)
 
 
 def runs(rle: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,12 @@
 """`evaluate`: one U-Net variant on the held-out SIIM test split.
 
-Post-processing thresholds (top, min_area, bottom) are tuned on the validation split only,
-then frozen for test and stored beside the weights, so `pneumo predict` applies the same.
-Besides the summary it writes one row per test image (`per_image.csv`): the report
+Two predictions per test image, one per endpoint. The segmentation endpoint (Dice on the
+images with a pneumothorax) scores the probabilities above a pixel threshold fixed in
+advance (`threshold`), with no image-level gate. SIIM's metric scores the post-processed
+prediction: its thresholds (top, min_area, bottom) are tuned for SIIM Dice on the
+validation split only, then frozen for test and stored beside the weights, so `pneumo
+predict` applies the same. The gate tuned for SIIM's metric never decides the segmentation
+endpoint. Besides the summary it writes one row per test image (`per_image.csv`): the report
 resamples those rows to put an interval on every number and every difference.
 """
 
@@ -59,13 +63,15 @@ def evaluate(
     min_area_fractions: list[float],
     bottoms: list[float],
     n_overlays: int,
+    threshold: float,
     device: str = "auto",
     batch_size: int = 32,
 ) -> dict:
     """Tune the post-processing on the validation split, score the test split with it, and write
     postprocess.json beside the weights, the metrics JSON, per_image.csv, the ROC/PR curves, the
     overlay picture and the model card; return the metrics (test scores, validation SIIM Dice,
-    post-processing)."""
+    post-processing). `dice_positive` is the gate-free prediction's (pixels above `threshold`),
+    the other scores the post-processed one's."""
     dev = runtime.device_from(device)
     model, meta = load_unet(model_path, dev)
     images, masks, rows = load_prepared(siim_dir)
@@ -89,17 +95,24 @@ def evaluate(
         else {"score": float("nan"), "top": 0.5, "min_area": 1, "bottom": 0.5}
     )
     post = {"top": tuned["top"], "min_area": tuned["min_area"], "bottom": tuned["bottom"], "image_size": size}
-    counts, scores, shown = [], [], Shown(n_overlays)
+    counts, ungated, scores, shown = [], [], [], Shown(n_overlays)
     for idx, probs in iter_probs(model, images, test_idx, dev, batch_size, desc="evaluate: test split"):
         pred, truth = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"]), masks[idx]
         counts.append(metrics.pixel_counts(pred, truth))
+        ungated.append(metrics.pixel_counts(probs > threshold, truth))
         scores.append(probs.reshape(len(probs), -1).max(1))
         shown.offer(idx, pred, truth)
-    counts = metrics.concat_counts(counts)
+    counts, ungated = metrics.concat_counts(counts), metrics.concat_counts(ungated)
     score = np.concatenate(scores) if scores else np.zeros(0)
+    test = metrics.report_from_counts(counts, score)
+    positive = counts["mask_pixels"] > 0
+    test["dice_positive"] = metrics.report_from_counts(ungated, score)["dice_positive"]
+    # positives the SIIM gate empties although pixels pass the threshold: each scores 0 on SIIM's metric
+    test["gate_emptied_positives"] = int((positive & (counts["pred_pixels"] == 0) & (ungated["pred_pixels"] > 0)).sum())
     result = {
         "variant": meta["variant"],
-        "test": metrics.report_from_counts(counts, score),
+        "test": test,
+        "threshold": threshold,
         "val": {"siim_dice": tuned["score"]},
         "postprocess": post,
     }
@@ -107,7 +120,8 @@ def evaluate(
     postprocess_path.write_text(json.dumps(post, indent=1) + "\n")
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(result, indent=1) + "\n")
-    per_image.write_counts(plots_dir / "per_image.csv", [rows[i]["image_id"] for i in test_idx], counts, score)
+    ids = [rows[i]["image_id"] for i in test_idx]
+    per_image.write_counts(plots_dir / "per_image.csv", ids, counts, score, ungated)
     test = result["test"]
     title = (
         f"{meta['variant']}: test images, positives first; SIIM Dice {test['siim_dice']:.3f},"
@@ -178,6 +192,7 @@ def card_text(meta: dict, result: dict, rows: list[dict], leakage: dict, synthet
         excluded_leakage=leakage.get("excluded_leakage", "?"),
         hyperparameters=", ".join(f"{k} {v}" for k, v in sorted(hyper.items())) or "not recorded",
         selection=meta.get("selection", "lowest validation loss"),
+        threshold=result.get("threshold", 0.5),
         mean=scaling.get("mean", "?"),
         std=scaling.get("std", "?"),
         device=run.get("device", "?"),

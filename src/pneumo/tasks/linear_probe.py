@@ -80,7 +80,6 @@ def linear_probe(
     truth = truth[:, present]
     any_finding = truth[test][:, [j for j, name in enumerate(classes) if name != "No Finding"]].sum(1) > 0
     counts = np.vstack([np.ones(len(test), np.int64), bootstrap.stratified_counts(any_finding, resamples, seed)])
-    draws = bootstrap.run_counts(len(run_ids), resamples, seed)
     # (runs, 1 + B, classes) -> (runs, 1 + B); a resample without a class's positives leaves that class out
     scored = {"macro_auc": lambda v: np.nanmean(v, axis=2)}
     if "Pneumothorax" in classes:
@@ -113,9 +112,7 @@ def linear_probe(
         per_class[name] = np.stack(runs)
 
     def estimate(values: np.ndarray) -> bootstrap.Estimate:  # values (runs, 1 + B)
-        return bootstrap.seed_aware(
-            values[:, 0], values[:, 1:], draws if len(run_ids) >= bootstrap.MIN_BOOTSTRAP_RUNS else None
-        )
+        return bootstrap.seed_aware(values[:, 0], values[:, 1:])
 
     def row(e: bootstrap.Estimate, lowest: float = 0.0) -> dict:  # clipped to where an AUC (difference) can lie
         return {"value": e.value, "low": max(e.low, lowest), "high": min(e.high, 1.0)}

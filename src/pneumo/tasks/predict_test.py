@@ -48,8 +48,8 @@ def predict_test(
     `out_dir/submission.csv` (and the engine's .errors/.files/.duplicates CSVs beside it),
     overlays in `out_dir/overlays` and `out_dir/chosen_model.json`; return the model folder,
     the images predicted and the number of files not predicted. Raises ValueError (one line)
-    when no run can be chosen, nothing can be predicted (a PredictError), or, when `strict`,
-    some input was unreadable (after writing everything)."""
+    when no run can be chosen, nothing can be or was predicted (a PredictError), or, when
+    `strict`, some input was unreadable (after writing everything)."""
     chosen = choose_run(evaluations, variants, runs)
     log.info(f"best variant by validation SIIM Dice: {chosen}")
     model = str(models / chosen)
@@ -64,6 +64,8 @@ def predict_test(
         )
     except PredictError as e:
         raise PredictError(f"predict_test: {e}") from None
+    if not done:  # the engine wrote nothing: a stage output of chosen_model.json alone would pass for one
+        raise PredictError(f"predict_test: nothing predicted: all {len(errors)} test file(s) refused (see above)")
     (out_dir / "chosen_model.json").write_text(json.dumps({"model": model, "images": done}) + "\n")
     if errors and strict:
         raise ValueError(

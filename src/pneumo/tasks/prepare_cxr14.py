@@ -41,6 +41,10 @@ def _decode_cxr14(job: tuple[str, int]) -> tuple[str, object]:
         return "ok", (resize(cxr14.read_png(path), size), None, None)
     except cxr14.CXR14Error as e:
         return "error", str(e)
+    except dicom.STOPS:
+        raise
+    except BaseException as e:  # one file's problem, never the run's (a decoder's panic too)
+        return "error", dicom.unexpected(path, e)
 
 
 def leakage_map(siim_root: Path, shipped: Path) -> Path:

@@ -2,9 +2,9 @@
 with a patient-level split.
 
 Decoding runs in a process pool and streams into memory maps, so peak memory does not grow
-with the number of images. Bad inputs become one-line errors naming the file or row; with
-`strict=False` they are skipped, counted and listed in `report.json`, and every good input
-still comes out."""
+with the number of images. Bad inputs become one-line errors naming the file or row, whatever
+decoding one file raises; with `strict=False` they are skipped, counted and listed in
+`report.json`, and every good input still comes out."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def _decode_siim(job: tuple[str, list[str] | None, int]) -> tuple[str, object]:
         )
     except (dicom.DicomError, rle.RLEError) as e:
         return "error", f"{path}: {e}" if str(path) not in str(e) else str(e)
+    except dicom.STOPS:
+        raise
+    except BaseException as e:  # one file's problem, never the run's (a decoder's panic too)
+        return "error", dicom.unexpected(path, e)
 
 
 RLE_CSVS = ("train-rle.csv", "stage_2_train.csv")  # the stage-1 and stage-2 names of SIIM's mask CSV

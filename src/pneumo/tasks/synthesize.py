@@ -213,7 +213,7 @@ def phantom(
     lung_masks = [_ellipse(size, lg.cx, lg.cy, lg.ax, lg.ay) for lg in lungs]
     # Fine lung markings only (grain 0.6% of the film). A coarser mottle (2% grain, sd 0.03) used to
     # sit on top: it drew patches of normal lung as lucent as pleural air, which a U-Net at 64 px
-    # flagged in one normal film in ten (the README's "Where the default departs" has the figures).
+    # flagged in one normal film in ten (measured; docs/phantoms.md, and the trials in this file's history).
     texture = 0.05 * _smooth_noise(rng, size, 0.006)
     for m in lung_masks:
         img[m] = 0.17 + texture[m]

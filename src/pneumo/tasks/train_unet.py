@@ -1,6 +1,8 @@
 """`train_unet`: U-Net (ResNet34 encoder) fine-tuned on SIIM-ACR from one encoder
-initialisation until its validation loss plateaus (`loop.Plateau`); keeps the weights of the
-epoch with the lowest validation loss (never an epoch with a frozen encoder). Only a
+initialisation, on a share of the training films, until its validation loss plateaus
+(`loop.Plateau`); keeps the weights of the epoch with the lowest validation loss (never an
+epoch with a frozen encoder). Every epoch draws as many films as the whole training split
+holds, whatever the share, so every share trains on the same schedule of steps. Only a
 pretrained encoder is frozen at first: the random `none` encoder trains from the first step."""
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 from pneumo.core import checkpoints, data, dist, loop, models, runtime
 from pneumo.core.validation import PIXEL_LOSSES, WeightedSum, validate
-from pneumo.formats.prepared import load_prepared, split_indices
+from pneumo.formats.prepared import load_prepared, share_indices, split_indices
 
 
 def batches(rt: runtime.Runtime, generator: torch.Generator) -> Callable:
@@ -36,6 +38,7 @@ def train_unet(
     out_path: Path,
     live_dir: Path,
     checkpoint_path: Path,
+    share: int,
     max_epochs: int,
     patience: int,
     min_delta: float,
@@ -51,12 +54,14 @@ def train_unet(
     rt: runtime.Runtime | None = None,
     params: dict | None = None,
 ) -> dict:
-    """Train until the validation loss plateaus (at most `max_epochs`; the learning rate drops
-    when an epoch does not improve it by `min_delta`); keep the epoch with the lowest
-    validation loss among those that trained the encoder too (without a validation split:
-    `max_epochs`, the last kept). Per epoch, dvclive logs the losses and threshold-free
-    validation scores; its summary names the selected epoch, whether the run met the plateau
-    rule, and the precision it trained in."""
+    """Train on `share` percent of the training films (`share_indices`: whole patients, nested,
+    the same for every variant and run) until the validation loss plateaus (at most
+    `max_epochs`; the learning rate drops when an epoch does not improve it by `min_delta`);
+    keep the epoch with the lowest validation loss among those that trained the encoder too
+    (without a validation split: `max_epochs`, the last kept). An epoch draws as many films,
+    with replacement from the share, as the whole training split holds. Per epoch, dvclive
+    logs the losses and threshold-free validation scores; its summary names the selected
+    epoch, whether the run met the plateau rule, the training films and the precision."""
     rt = rt or runtime.start()
     images, masks, rows = load_prepared(siim_dir)
     model = models.build_unet(1)
@@ -66,9 +71,9 @@ def train_unet(
     criterion = WeightedSum(models.by_name(PIXEL_LOSSES, pixel_loss, "pixel loss")(), dice_weight, pixel_weight)
     optimizer = loop.adam(model.parameters(), lr)
     scheduler = loop.plateau_scheduler(optimizer, min_delta)
-    train_idx, val_idx = split_indices(rows, "train"), split_indices(rows, "val")
+    train_idx, val_idx = share_indices(rows, share), split_indices(rows, "val")
     positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in train_idx])
-    sampler = data.positive_share_sampler(positive, positive_share, seed)
+    sampler = data.positive_share_sampler(positive, positive_share, seed, samples=len(split_indices(rows, "train")))
     train_data = data.loader(data.Arrays(images, masks, train_idx), batch_size, order=sampler, train=True, rt=rt)
     generator = torch.Generator().manual_seed(seed)
     batch_fn = batches(rt, generator)
@@ -123,6 +128,7 @@ def train_unet(
         # the summary's other values are the last epoch's
         live.summary["selected"] = best
         live.summary["plateau"] = {**plateau.summary(), "epochs": epoch + 1, "best_epoch": best["epoch"]}
+        live.summary["training_films"] = {"share": share, "films": len(train_idx), "positive": int(positive.sum())}
         live.summary["precision"] = "bf16" if rt.amp else "fp32"
     checkpoint.finish()
     if not dist.is_main():

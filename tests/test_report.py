@@ -1,178 +1,26 @@
-"""The report: the weighted metrics against sklearn and pneumo.core.metrics, the gate-free
-primary endpoint, the paired image bootstrap's coverage and pairing, and the written report
-end to end: seed-aware intervals, the confirmatory contrast and its power, Holm on the other
-contrasts, the label-scarce family and the transfer gaps, one rule for every verdict, one run
-calling nothing, the per-run table with the training facts, the pseudo-labels against chance,
-the headline and the stage."""
+"""The report stage end to end, from the files its stages write to the files it writes:
+seed-aware intervals, the confirmatory contrast and its power, Holm on the other contrasts,
+the label-scarce family and the transfer gaps, one rule for every verdict (in the JSON and
+the Markdown), one run calling nothing, the per-run table with the training facts, the
+pseudo-labels against chance, the headline, the review charts and the stage script (ssl's
+training may be absent). The statistics alone: tests/test_study.py."""
 
-import csv
+import importlib.util
 import json
-import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from per_image_tables import rows_from_counts, write_csv
 
-from pneumo.core import bootstrap, metrics, models, runtime
+from pneumo.core import bootstrap, models, runtime
+from pneumo.core.study import METRICS, metric_samples
 from pneumo.formats import dicom, per_image
 from pneumo.tasks import cluster_latents, linear_probe, report
-
-
-def table(positive, dice, score) -> dict:
-    """A per-image table for tests that need only dice and scores (pixel columns consistent-ish)."""
-    positive = np.asarray(positive, bool)
-    mask = np.where(positive, 100.0, 0.0)
-    return {
-        "image_id": np.array([f"img{i}" for i in range(len(positive))]),
-        "has_pneumothorax": positive,
-        "mask_pixels": mask,
-        "pred_pixels": mask,
-        "intersection": np.round(np.asarray(dice) * mask),
-        "dice": np.asarray(dice, float),
-        "max_prob": np.asarray(score, float),
-        "pred_pixels_ungated": mask,
-        "intersection_ungated": np.round(np.asarray(dice) * mask),
-    }
-
-
-def rows_from_counts(ids, positive, mask, pred, inter, max_prob, ungated=None) -> list[dict]:
-    """per_image.csv rows from pixel counts, Dice as evaluate computes it (1 when both empty);
-    `ungated`: (pred, inter) of the gate-free prediction, the same as the gated by default."""
-    total = mask + pred
-    dice = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
-    raw_pred, raw_inter = (pred, inter) if ungated is None else ungated
-    return [
-        {
-            "image_id": i,
-            "has_pneumothorax": int(y),
-            "mask_pixels": int(m),
-            "pred_pixels": int(p),
-            "intersection": int(n),
-            "dice": float(d),
-            "max_prob": float(s),
-            "pred_pixels_ungated": int(rp),
-            "intersection_ungated": int(ri),
-        }
-        for i, y, m, p, n, d, s, rp, ri in zip(
-            ids, positive, mask, pred, inter, dice, max_prob, raw_pred, raw_inter, strict=True
-        )
-    ]
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=per_image.COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def test_interval_covers_the_population_value():
-    """Known population: positives' Dice ~ Beta(2, 3), negatives' Dice 1 with prob. 0.8, scores
-    N(1, 1) vs N(0, 1) (AUC = Phi(1/sqrt 2)). Test samples keep the population's positive share,
-    as the stratified bootstrap assumes; the 95% interval must cover in ~95% of 200 samples."""
-    rng = np.random.default_rng(1)  # any one sample misses with 5% chance; in this one none does
-    n_pos, n_neg, a, b, q, shift = 100, 200, 2.0, 3.0, 0.8, 1.0
-    truth = {
-        "siim_dice": (n_pos * a / (a + b) + n_neg * q) / (n_pos + n_neg),
-        "dice_positive": a / (a + b),
-        "auc": 0.5 * (1 + math.erf(shift / 2)),
-    }
-    positive = np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)]
-    covered = {m: [] for m in truth}
-    for trial in range(200):
-        dice = np.r_[rng.beta(a, b, n_pos), (rng.random(n_neg) < q).astype(float)]
-        score = np.r_[rng.normal(shift, 1, n_pos), rng.normal(0, 1, n_neg)]
-        t = table(positive, dice, score)
-        point = report.metric_samples(t, np.ones((1, len(positive))))
-        samples = report.metric_samples(t, bootstrap.stratified_counts(positive, 300, trial))
-        for m, value in truth.items():
-            low, high = bootstrap.interval(point[m][0], samples[m])
-            covered[m].append(low <= value <= high)
-    assert all(c[0] for c in covered.values())  # the first sample, as one known case
-    for m, c in covered.items():
-        assert 0.90 <= np.mean(c) <= 0.99, (m, np.mean(c))
-
-
-def test_paired_interval_is_narrower_than_unpaired():
-    """Two models whose per-image Dice follow the images' difficulty: with the same resamples the
-    difference's interval is a fraction of the one from independent resamples, and only the
-    paired one resolves the true +0.03."""
-    rng = np.random.default_rng(1)
-    positive = np.r_[np.ones(60, bool), np.zeros(140, bool)]
-    hard = rng.random(200)
-    a = table(positive, np.clip(hard + rng.normal(0, 0.03, 200), 0, 1), hard)
-    b = table(positive, np.clip(hard + 0.03 + rng.normal(0, 0.03, 200), 0, 1), hard)
-    shared, other = bootstrap.stratified_counts(positive, 1000, 0), bootstrap.stratified_counts(positive, 1000, 1)
-    base = report.metric_samples(a, shared)["siim_dice"]
-    diff = (
-        report.metric_samples(b, np.ones((1, 200)))["siim_dice"][0]
-        - report.metric_samples(a, np.ones((1, 200)))["siim_dice"][0]
-    )
-    paired = bootstrap.interval(diff, report.metric_samples(b, shared)["siim_dice"] - base)
-    unpaired = bootstrap.interval(diff, report.metric_samples(b, other)["siim_dice"] - base)
-    assert paired[1] - paired[0] < 0.3 * (unpaired[1] - unpaired[0])
-    assert paired[0] > 0 and unpaired[0] < 0 < unpaired[1]
-
-
-def test_weighted_auc_equals_sklearn_with_ties_and_constant_is_half():
-    rng = np.random.default_rng(2)
-    positive = np.arange(40) % 3 == 0
-    score = np.round(rng.random(40) + 0.3 * positive, 1)  # one decimal: many ties, across classes too
-    t = table(positive, np.ones(40), score)
-    assert report.metric_samples(t, np.ones((1, 40)))["auc"][0] == pytest.approx(roc_auc_score(positive, score))
-    w = bootstrap.stratified_counts(positive, 6, seed=0)
-    for b, auc in enumerate(report.metric_samples(t, w)["auc"]):
-        drawn = np.repeat(np.arange(40), w[b])
-        assert auc == pytest.approx(roc_auc_score(positive[drawn], score[drawn]))
-    constant = table(positive, np.ones(40), np.full(40, 0.37))
-    assert report.metric_samples(constant, np.ones((1, 40)))["auc"].tolist() == [0.5]
-    assert report.metric_samples(constant, w)["auc"].tolist() == [0.5] * 6
-
-
-def test_metrics_from_csv_columns_equal_pneumo_metrics(tmp_path):
-    """Masks -> per_image.csv -> the report's metrics equal pneumo.core.metrics on the masks, on the
-    data itself and on resamples (the masks repeated by the counts)."""
-    rng = np.random.default_rng(4)
-    n, size = 18, 10
-    true, pred = np.zeros((n, size, size), bool), np.zeros((n, size, size), bool)
-    for i in range(n):
-        y, x, h, w = rng.integers(0, 6, 4) + (0, 0, 2, 2)
-        if i % 3 == 0:  # positive: a rectangle, predicted shifted, missed, or exactly
-            true[i, y : y + h, x : x + w] = True
-            dy, dx = rng.integers(-2, 3, 2)
-            pred[i] = np.roll(true[i], (dy, dx), (0, 1)) if i % 9 else False
-        elif i % 3 == 1 and i % 4 == 1:  # a false positive on an empty image
-            pred[i, y : y + h, x : x + w] = True
-    pred[3] = true[3]
-    probs = rng.random((n, size, size)) * np.where(true, 1.0, 0.8)
-    max_prob = np.round(probs.reshape(n, -1).max(1), 2)
-    flat_t, flat_p = true.reshape(n, -1), pred.reshape(n, -1)
-    rows = rows_from_counts(
-        [f"id{i}" for i in range(n)],
-        flat_t.any(1),
-        flat_t.sum(1),
-        flat_p.sum(1),
-        (flat_t & flat_p).sum(1),
-        max_prob,
-    )
-    t = per_image.read(write_csv(tmp_path / "per_image.csv", rows))
-    expected = metrics.segmentation_report(pred, true, max_prob)
-    got = report.metric_samples(t, np.ones((1, n)))
-    for m in report.METRICS:
-        assert got[m][0] == pytest.approx(expected[m]), m
-    w = bootstrap.stratified_counts(t["has_pneumothorax"], 4, seed=1)
-    got = report.metric_samples(t, w)
-    for b in range(4):
-        drawn = np.repeat(np.arange(n), w[b])
-        expected = metrics.segmentation_report(pred[drawn], true[drawn], max_prob[drawn])
-        for m in report.METRICS:
-            assert got[m][b] == pytest.approx(expected[m]), (m, b)
 
 
 def keys(tree) -> list[str]:
@@ -315,7 +163,7 @@ def test_report_end_to_end(tmp_path):
     assert saved["method"] == bootstrap.T_RUNS_IMAGES and saved["holds_on"] == "these phantoms (synthetic data)"
     full, scarce = saved["families"]["100"], saved["families"]["25"]
     for row in [*full["variants"].values(), *scarce["variants"].values(), *saved["baselines"].values()]:
-        for m in report.METRICS:
+        for m in METRICS:
             assert row[m]["low"] <= row[m]["value"] <= row[m]["high"], m
     assert full["variants"]["labels"]["runs"] == 3
     assert scarce["variants"]["none"]["dice_positive"]["high"] < full["variants"]["none"]["dice_positive"]["low"]
@@ -334,8 +182,8 @@ def test_report_end_to_end(tmp_path):
     vs_none = full["vs_none"]
     assert list(vs_none) == ["labels", "autoencoder", "pseudo_labels"]
     for row in vs_none.values():
-        assert set(row) >= {"same_sign_runs", "per_run", *report.METRICS}
-        for m in report.METRICS:
+        assert set(row) >= {"same_sign_runs", "per_run", *METRICS}
+        for m in METRICS:
             assert row[m]["low"] <= row[m]["diff"] <= row[m]["high"] and row[m]["se"] >= 0, m
     holm = [vs_none[v]["dice_positive"] for v in ("autoencoder", "pseudo_labels")]
     adjusted, _ = bootstrap.holm([d["p"] for d in holm])
@@ -349,8 +197,7 @@ def test_report_end_to_end(tmp_path):
     tables = {v: [per_image.read(path) for path in paths] for v, paths in study["runs"][100].items()}
     counts = bootstrap.stratified_counts(tables["none"][0]["has_pneumothorax"], 500, 0)
     run_mean = {
-        v: np.mean([report.metric_samples(t, counts)["dice_positive"] for t in tables[v]], 0)
-        for v in ("none", "autoencoder")
+        v: np.mean([metric_samples(t, counts)["dice_positive"] for t in tables[v]], 0) for v in ("none", "autoencoder")
     }
     assert bootstrap.interval(noisy["diff"], run_mean["autoencoder"] - run_mean["none"])[0] > 0
     assert {d["dice_positive"]["test"] for d in scarce["vs_none"].values()} == {"Holm over 3"}  # none confirmatory
@@ -392,7 +239,7 @@ def test_report_end_to_end(tmp_path):
         "precision": "fp32",
     }
     assert none_runs[0]["dice_positive"] == pytest.approx(
-        report.metric_samples(tables["none"][0], np.ones((1, 80)))["dice_positive"][0], abs=1e-6
+        metric_samples(tables["none"][0], np.ones((1, 80)))["dice_positive"][0], abs=1e-6
     )
     assert saved["still_improving"] == ["100-none-2", "25-none-2"] and saved["plateau_not_recorded"] == []
     assert saved["training_films"] == {"100": 400, "25": 100}
@@ -479,20 +326,6 @@ def test_every_verdict_agrees_with_its_interval_and_p(tmp_path, runs, controls):
     assert len(bold) == sum(d["called"] for d in table_rows)
 
 
-def test_the_primary_endpoint_ignores_the_gate_and_siims_metric_does_not(tmp_path):
-    """A positive film the SIIM gate empties scores 0 on SIIM's metric and keeps its gate-free
-    Dice on the primary endpoint; a gate-free false positive on an empty film counts nowhere
-    on the primary."""
-    rows = rows_from_counts(
-        ["a", "b", "c"], [1, 1, 0], np.array([100, 100, 0]), np.array([0, 100, 0]), np.array([0, 80, 0]),
-        [0.9, 0.9, 0.1], ungated=(np.array([100, 100, 50]), np.array([80, 80, 0])),
-    )  # fmt: skip
-    t = per_image.read(write_csv(tmp_path / "p.csv", rows))
-    got = report.metric_samples(t, np.ones((1, 3)))
-    assert got["dice_positive"][0] == pytest.approx(0.8)  # both positives at 0.8, the gate ignored
-    assert got["siim_dice"][0] == pytest.approx((0 + 0.8 + 1) / 3)  # the emptied positive scores 0
-
-
 def test_one_run_calls_nothing(tmp_path):
     """With one run the report shows image-only intervals, says that it calls nothing and
     why, and calls nothing: not the confirmatory contrast (even `labels`, clearly better on
@@ -531,15 +364,6 @@ def test_a_training_summary_without_the_plateau_rule_is_flagged(tmp_path):
     md = (tmp_path / "a.md").read_text()
     assert "| 100% | labels | 1 | " in md and "| 5 | n/a | ⚠ not recorded | n/a | n/a |" in md
     assert "does not record the plateau rule: 100-labels-1." in md
-
-
-def test_report_refuses_unknown_primary_and_unpaired_runs(tmp_path):
-    study = make_study(tmp_path, [0, 1])
-    with pytest.raises(ValueError, match="report.primary='dice'.*valid: siim_dice, dice_positive"):
-        run_report(tmp_path, study, primary="dice")
-    study["runs"][25]["labels"] = study["runs"][25]["labels"][:1]
-    with pytest.raises(ValueError, match="same runs"):
-        run_report(tmp_path, study)
 
 
 def test_report_fails_on_a_file_with_other_image_order(tmp_path):
@@ -651,7 +475,7 @@ def test_review_chart_data_covers_every_variant_and_run(tmp_path):
     saved = run_report(tmp_path, study, charts_dir=tmp_path / "charts")
     vs_none = saved["families"]["100"]["vs_none"]
     forest = json.loads((tmp_path / "charts" / "forest.json").read_text())
-    assert {(r["variant"], r["metric"]) for r in forest} == {(v, m) for v in vs_none for m in report.METRICS}
+    assert {(r["variant"], r["metric"]) for r in forest} == {(v, m) for v in vs_none for m in METRICS}
     for row in forest:
         assert row["diff"] == vs_none[row["variant"]][row["metric"]]["diff"]
         assert row["primary"] == (row["metric"] == "dice_positive")
@@ -664,3 +488,58 @@ def test_review_chart_data_covers_every_variant_and_run(tmp_path):
     assert sorted(none) == [0, 1, 2, 3, 4] and [none[e]["runs"] for e in range(5)] == [3, 3, 3, 2, 1]
     assert none[0]["mean"] == pytest.approx(1.1) and (none[0]["low"], none[0]["high"]) == (1.0, 1.2)
     assert json.loads((tmp_path / "charts" / "train_loss.json").read_text()) == []  # no such curves logged
+
+
+def stage_main(root: Path):
+    """stages/report.py's main(), imported as a test imports a stage script."""
+    spec = importlib.util.spec_from_file_location("report_stage", root / "stages" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize("ssl", ["absent", "empty", "not given"])
+def test_the_stage_skips_ssl_when_ssl_was_not_trained(root, tmp_path, monkeypatch, ssl):
+    """ssl's pretraining may be left out of a run (an experiment adds it): with its folder
+    absent, empty or not given, the report leaves out ssl's plateau rows and names only the
+    stages it read; everything else is what the same run with ssl writes."""
+    make_study(tmp_path, [0, 1])
+    shutil.copy(root / "metrics" / "linear_probe.json", tmp_path / "linear_probe.json")
+    (tmp_path / "params.yaml").write_text(
+        "seed: 7\nruns: [0, 1]\ntrain_unet: {variants: [none, labels], shares: [100, 25]}\n"
+        "report: {resamples: 50, primary: dice_positive, confirmatory: labels, effect_of_interest: 0.047}\n"
+    )
+    autoencoders = ["train_autoencoder@0", "train_autoencoder@1"]
+    pretraining = ["pretrain_encoder@labels-0", "pretrain_encoder@labels-1"]
+    for name in (
+        "train_autoencoder/0",
+        "train_autoencoder/1",
+        "pretrain_encoder/labels-0",
+        "pretrain_encoder/labels-1",
+    ):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"plateau": {"met": True, "epochs": 9}}))
+    monkeypatch.chdir(tmp_path)
+    args = ["--results", "evaluate", "--baselines", "baselines", "--training", "train_unet"]
+    args += ["--pseudo-labels", "pseudo_labels", "--autoencoders", "train_autoencoder"]
+    args += ["--pretraining", "pretrain_encoder", "--linear-probe", "linear_probe.json", "--charts", "charts"]
+    args += ["--json", "ablation.json", "--md", "ablation.md", "--headline", "h.json"]
+    if ssl == "empty":
+        (tmp_path / "train_ssl").mkdir()
+    main = stage_main(root)
+    main([*args, *([] if ssl == "not given" else ["--ssl", "train_ssl"])])
+    without = {name: (tmp_path / name).read_text() for name in ("ablation.json", "ablation.md", "h.json")}
+    for r in (0, 1):  # the same run with ssl trained
+        (tmp_path / "train_ssl" / str(r)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train_ssl" / str(r) / "metrics.json").write_text(json.dumps({"plateau": {"met": True}}))
+    main([*args, "--ssl", "train_ssl"])
+    saved, with_ssl = json.loads(without["ablation.json"]), json.loads((tmp_path / "ablation.json").read_text())
+    assert list(saved["upstream_training"]) == [*autoencoders, *pretraining]
+    assert list(with_ssl["upstream_training"]) == [*autoencoders, "train_ssl@0", "train_ssl@1", *pretraining]
+    for name in ("train_ssl@0", "train_ssl@1"):
+        del with_ssl["upstream_training"][name]
+    assert saved == with_ssl and without["h.json"] == (tmp_path / "h.json").read_text()
+    sentence = "The training that made the encoders ({} stage runs: autoencoders, {}encoder pretraining) stops"
+    assert sentence.format(4, "") in without["ablation.md"]
+    with_ssl_md = without["ablation.md"].replace(sentence.format(4, ""), sentence.format(6, "ssl, "))
+    assert with_ssl_md == (tmp_path / "ablation.md").read_text()

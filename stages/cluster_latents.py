@@ -1,8 +1,8 @@
-"""DVC stage `cluster_latents@<run>`: cluster one run's autoencoder latents and ssl embedding of
-every prepared CXR-14 image (seeded by the run); write the pseudo-labels of the latent chosen
-in params, and the two controls (the same ids shuffled; raw-pixel clusters); validate every
-clustering against the true labels against chance (AMI with a permutation p-value; NMI, ARI,
-purity) beside the raw-pixel baseline."""
+"""DVC stage `cluster_latents@<run>`: cluster one run's autoencoder latents (and, given `--ssl`,
+the ssl encoder's embedding) of every prepared CXR-14 image (seeded by the run); write the
+pseudo-labels of the latent chosen in params, and the two controls (the same ids shuffled;
+raw-pixel clusters); validate every clustering against the true labels against chance (AMI with
+a permutation p-value; NMI, ARI, purity) beside the raw-pixel baseline."""
 
 import argparse
 from pathlib import Path

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
+from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from pneumo.core import metrics
 
@@ -117,6 +118,81 @@ def test_resampled_clustering_scores_equal_sklearn_on_the_expanded_sample():
         c, lab = np.repeat(clusters, w), np.repeat(labels, w)
         assert scores["nmi"][b] == pytest.approx(normalized_mutual_info_score(lab, c))
         assert scores["ari"][b] == pytest.approx(adjusted_rand_score(lab, c))
+
+
+def test_entropy_of_count_rows_in_nats():
+    counts = np.array([[5, 5, 0], [1, 1, 2], [7, 0, 0], [0, 0, 0]])
+    expected = [np.log(2), 1.5 * np.log(2), 0.0, 0.0]  # an all-zero row (no images) has none
+    np.testing.assert_allclose(metrics._entropy(counts), expected, atol=1e-15)
+
+
+def test_contingency_counts_each_image_as_often_as_its_weight():
+    """Cluster and label ids are ranked first (any integers); rows of `weights` give one table
+    each, and (B, N) cluster ids one labelling per row, as the permutation test passes them."""
+    clusters, labels = np.array([7, 7, 3, 3, 3, 9]), np.array([1, 0, 0, 0, 1, 1])
+    data = metrics.contingency(clusters, labels, 1.0)
+    assert data.shape == (1, 3, 2)
+    assert data[0].tolist() == [[2, 1], [1, 1], [0, 1]]  # rows: clusters 3, 7, 9; columns: labels 0, 1
+    weights = np.array([[1, 1, 1, 1, 1, 1], [0, 2, 0, 0, 0, 3]])
+    resampled = metrics.contingency(clusters, labels, weights)
+    assert resampled[1].tolist() == [[0, 0], [2, 0], [0, 3]] and resampled.sum((1, 2)).tolist() == [6, 5]
+    shuffled = metrics.contingency(np.array([clusters, clusters[::-1]]), labels, 1.0)
+    assert shuffled[0].tolist() == data[0].tolist() and shuffled[1].tolist() == [[3, 0], [0, 2], [0, 1]]
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "m", "agree"),
+    [(300, 5, 3, 0.4), (40, 6, 6, 0.2), (25, 2, 2, 0.0), (500, 8, 4, 0.9), (60, 3, 5, 1.0)],
+)
+def test_resampled_ami_equals_sklearn_on_the_expanded_sample(n, k, m, agree):
+    rng = np.random.default_rng(n + k)
+    clusters = rng.integers(0, k, n)
+    labels = np.where(rng.random(n) < agree, clusters % m, rng.integers(0, m, n))
+    counts = rng.multinomial(n, np.full(n, 1 / n), 6)
+    counts[0] = 1  # the data itself
+    counts[1] = np.where(clusters == clusters[0], 2, 0) * (np.arange(n) % 2 == 0)  # a single cluster left
+    counts[1, 1] += np.any(counts[1]) == 0
+    got = metrics.ami_from_tables(metrics.contingency(clusters, labels, counts))
+    for b, w in enumerate(counts):
+        expected = adjusted_mutual_info_score(np.repeat(labels, w), np.repeat(clusters, w))
+        assert got[b] == pytest.approx(expected, abs=1e-10), b
+
+
+def test_expected_mutual_information_window_at_large_n():
+    """Cell counts far from their mean are left out at large N: the AMI still equals sklearn's."""
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 6, 30_000)
+    clusters = np.where(rng.random(30_000) < 0.05, truth, rng.integers(0, 6, 30_000))
+    table = metrics.contingency(clusters, truth, 1.0)
+    assert metrics.ami_from_tables(table)[0] == pytest.approx(adjusted_mutual_info_score(truth, clusters), abs=1e-12)
+
+
+def test_permutation_p_against_chance():
+    """Informative clusters: p is the smallest possible, 1 / (1 + permutations). Clusters that
+    ignore the labels: over 200 such datasets p is about uniform (5% of them under 0.05),
+    while NMI's chance level sits clearly above 0 and AMI's at 0."""
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 5, 300)
+    informative = np.where(rng.random(300) < 0.3, truth, rng.integers(0, 5, 300))
+    result = metrics.chance_agreement(informative, truth, permutations=199, seed=0)
+    assert result["ami_p"] == 1 / 200
+    nulls = [metrics.chance_agreement(rng.integers(0, 5, 300), truth, permutations=99, seed=s) for s in range(200)]
+    p = np.array([r["ami_p"] for r in nulls])
+    assert p.min() >= 0.01 and 0.02 <= (p <= 0.05).mean() <= 0.09 and 0.4 <= np.median(p) <= 0.6
+    chance_nmi = np.mean([r["nmi_chance"] for r in nulls])
+    shuffled = [normalized_mutual_info_score(truth, rng.permutation(informative)) for _ in range(200)]
+    assert chance_nmi == pytest.approx(np.mean(shuffled), rel=0.15) and chance_nmi > 0.005
+    assert abs(np.mean([r["ami_chance"] for r in nulls])) < 0.002
+
+
+def test_permutations_in_blocks_draw_what_one_block_does(monkeypatch):
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 4, 300)
+    clusters = np.where(rng.random(300) < 0.1, truth, rng.integers(0, 4, 300))
+    whole = metrics.chance_agreement(clusters, truth, permutations=250, seed=3)
+    monkeypatch.setattr(metrics, "RESAMPLE_CELLS", 300 * 7)  # blocks of 7 permutations
+    assert metrics.chance_agreement(clusters, truth, permutations=250, seed=3) == whole
+    assert 0 < whole["ami_p"] < 1
 
 
 def test_auc_is_sklearns_with_ties_without_importing_it():

@@ -7,9 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, roc_auc_score
-from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import roc_auc_score
 
 from pneumo.core import inference, metrics, models, validation
 from pneumo.formats import per_image
@@ -177,51 +175,11 @@ def test_baselines_in_chunks_equal_the_whole_arrays(tiny_siim, tmp_path, monkeyp
         assert a.read_text() == b.read_text()
 
 
-def blobs(n: int = 600, d: int = 40, k: int = 4):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, k, n)
-    centres = rng.normal(0, 4, (k, d))
-    return (centres[labels] + rng.normal(0, 1, (n, d))).astype(np.float32), labels
-
-
-def test_streamed_scaling_is_standard_scalers(monkeypatch):
-    x, _ = blobs()
-    x[:, 3] = 7.0  # a constant column keeps scale 1
-    monkeypatch.setattr(cluster_latents, "CHUNK_ROWS", 128)
-    mean, scale = cluster_latents._scaling(x, True)
-    reference = StandardScaler().fit(x)
-    np.testing.assert_allclose(mean, reference.mean_, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(scale, reference.scale_, rtol=1e-6)
-
-
-def test_latents_over_the_memory_limit_stream_to_the_same_clusters(tmp_path, monkeypatch):
-    """Over `in_memory_mb` the latents go through IncrementalPCA (and, without PCA,
-    MiniBatchKMeans) from a memory map, chunk by chunk: on separable clusters they find
-    the clusters the exact path finds."""
-    x, labels = blobs()
-    monkeypatch.setattr(cluster_latents, "CHUNK_ROWS", 100)
-    on_disk = cluster_latents.to_memmap((x[b] for b in batches(len(x), 64)), len(x), tmp_path / "x.npy")
-    assert isinstance(on_disk, np.memmap) and np.array_equal(on_disk, x)
-    exact_x, exact = cluster_latents.reduce_and_cluster(on_disk, True, 8, "kmeans", 4, 0, in_memory_mb=1)
-    assert np.array_equal(
-        exact, KMeans(4, n_init=10, random_state=0).fit_predict(cluster_latents.reduce(x, True, 8, 0))
-    )
-    streamed_x, streamed = cluster_latents.reduce_and_cluster(on_disk, True, 8, "kmeans", 4, 0, in_memory_mb=0)
-    assert streamed_x.shape == exact_x.shape == (600, 8)
-    for j in range(3):  # the leading components agree up to sign
-        assert abs(np.corrcoef(streamed_x[:, j], exact_x[:, j])[0, 1]) > 0.99
-    assert adjusted_rand_score(exact, streamed) == 1.0 and adjusted_rand_score(labels, exact) == 1.0
-    projection, mini = cluster_latents.reduce_and_cluster(on_disk, True, 0, "kmeans", 4, 0, in_memory_mb=0)
-    assert projection.shape == (600, 2) and adjusted_rand_score(labels, mini) == 1.0
-    with pytest.raises(ValueError, match="pca_dim"):
-        cluster_latents.reduce_and_cluster(on_disk, True, 0, "gmm", 4, 0, in_memory_mb=0)
-
-
 def test_bootstrap_in_blocks_draws_and_scores_what_one_table_does(monkeypatch):
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 4, 300)
     ours, baseline = np.where(rng.random(300) < 0.6, truth, rng.integers(0, 4, 300)), rng.integers(0, 4, 300)
     latents = {"autoencoder": ours, "raw_pixels": baseline}
     whole = cluster_latents.compare(latents, truth, resamples=250, seed=3)
-    monkeypatch.setattr(cluster_latents, "RESAMPLE_CELLS", 300 * 7)  # blocks of 7 resamples
+    monkeypatch.setattr(metrics, "RESAMPLE_CELLS", 300 * 7)  # blocks of 7 resamples
     assert cluster_latents.compare(latents, truth, resamples=250, seed=3) == whole

@@ -4,6 +4,10 @@ SIIM's official metric is the mean over images of Dice, where an empty predictio
 empty image scores 1 and any prediction on an empty image (or an empty one on a positive
 image) scores 0. An all-empty prediction therefore already scores the share of empty
 images; every table here reports that baseline beside the model.
+
+Clustering agreement with true labels (AMI, NMI, ARI, and the AMI against chance) is a
+function of the cluster x label contingency table, so each bootstrap resample or permutation
+of the images is one table (`contingency`), not a refit; one entropy serves them all.
 """
 
 from __future__ import annotations
@@ -160,26 +164,104 @@ def clustering_scores(clusters: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+def adjusted_mutual_info(clusters: np.ndarray, labels: np.ndarray) -> float:
+    """sklearn's AMI (arithmetic normalisation) of cluster ids against true labels."""
+    from sklearn.metrics import adjusted_mutual_info_score  # ~1 s: only where it clusters
+
+    return float(adjusted_mutual_info_score(labels, clusters))
+
+
+RESAMPLE_CELLS = 2_000_000  # resamples (or permutations) x images scored per block of a resampled score
+_EPS = np.finfo(np.float64).eps
+
+
 def _entropy(counts: np.ndarray) -> np.ndarray:
     """Entropy (nats) of each row of non-negative counts, (B, K) -> (B,)."""
     p = counts / np.maximum(counts.sum(1, keepdims=True), 1e-12)
     return -(p * np.log(np.where(p > 0, p, 1))).sum(1)
 
 
-def clustering_scores_resampled(clusters: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict:
-    """NMI (arithmetic normalisation, sklearn's default) and ARI of fixed cluster ids
-    against true labels, for every row of `weights` (B, N): bootstrap multiplicities of the
-    images. Both scores are functions of the cluster x label contingency table, so each
-    resample is one matrix product, not a refit. Weights of ones give `clustering_scores`."""
+def contingency(clusters: np.ndarray, labels: np.ndarray, weights: np.ndarray | float) -> np.ndarray:
+    """(B, k, m) cluster x label tables, one per row of `weights` (B, N): how often each image
+    counts (bootstrap multiplicities; ones give the table of the data). `clusters` may be
+    (B, N) too: one labelling per row (shuffled ids)."""
     _, c = np.unique(clusters, return_inverse=True)
     _, lab = np.unique(labels, return_inverse=True)
+    c = c.reshape(np.shape(clusters))
     k, m = c.max() + 1, lab.max() + 1
-    pairs = np.zeros((len(c), k * m))
-    pairs[np.arange(len(c)), c * m + lab] = 1
-    table = (np.asarray(weights, float) @ pairs).reshape(len(weights), k, m)
-    n = table.sum((1, 2))
-    rows, cols = table.sum(2), table.sum(1)
-    joint = table.reshape(len(table), -1)
+    weights = np.broadcast_to(np.asarray(weights, float), np.broadcast_shapes(np.shape(weights), c.shape))
+    weights = np.atleast_2d(weights)
+    cells = (c * m + lab) + k * m * np.arange(len(weights))[:, None]
+    flat = np.bincount(cells.ravel(), weights=weights.ravel(), minlength=len(weights) * k * m)
+    return flat.reshape(len(weights), k, m)
+
+
+def expected_mutual_information(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """E[MI] (nats) of random cluster ids with these cluster sizes `rows` (B, k) and label
+    sizes `cols` (B, m) (integer counts), per row: the hypergeometric sum of Vinh, Epps and
+    Bailey (2010) that sklearn's `adjusted_mutual_info_score` computes, vectorised over rows,
+    with log-factorials from one table. Cell counts more than 12 SD from the cell's mean
+    (probability < 1e-30) are left out, so a large N costs a window, not the whole range."""
+    from scipy.special import gammaln  # only where it clusters
+
+    rows, cols = np.rint(rows).astype(np.int64), np.rint(cols).astype(np.int64)
+    n = rows.sum(1)[:, None]
+    log_factorial = gammaln(np.arange(n.max() + 1) + 1)  # log k! at index k
+    log_int = np.log(np.maximum(np.arange(n.max() + 1), 1))
+    emi = np.zeros(len(rows))
+    for a in rows.T[:, :, None]:
+        for b in cols.T[:, :, None]:
+            present = (a > 0) & (b > 0)
+            a1, b1 = np.where(present, a, 1), np.where(present, b, 1)
+            mean = a1 * b1 / n
+            sd = np.sqrt(a1 * b1 * (n - a1) * (n - b1) / (n * n * np.maximum(n - 1, 1)))
+            start = np.maximum(np.maximum(1, a1 + b1 - n), np.floor(mean - 12 * sd - 1).astype(np.int64))
+            stop = np.minimum(np.minimum(a1, b1), np.ceil(mean + 12 * sd + 1).astype(np.int64))
+            width = int(np.max(np.where(present, stop - start, -1))) + 1
+            if width <= 0:
+                continue
+            nij = start + np.arange(width)[None, :]
+            valid = present & (nij <= stop)
+            nij = np.where(valid, nij, start)  # any admissible count: masked below
+            log_p = (
+                log_factorial[a1]
+                + log_factorial[b1]
+                + log_factorial[n - a1]
+                + log_factorial[n - b1]
+                - log_factorial[n]
+                - log_factorial[nij]
+                - log_factorial[a1 - nij]
+                - log_factorial[b1 - nij]
+                - log_factorial[n - a1 - b1 + nij]
+            )
+            log_ratio = log_int[n] + log_int[nij] - log_int[a1] - log_int[b1]
+            emi += np.where(valid, nij / n * log_ratio * np.exp(log_p), 0.0).sum(1)
+    return emi
+
+
+def ami_from_tables(tables: np.ndarray) -> np.ndarray:
+    """Adjusted mutual information (arithmetic normalisation, sklearn's default) of each
+    (k, m) table of (B, k, m), with sklearn's conventions: 1 when both sides have one
+    non-empty class, 0 when one side has, and the same guards against 0 / 0."""
+    rows, cols = tables.sum(2), tables.sum(1)
+    joint = tables.reshape(len(tables), -1)
+    h_rows, h_cols = _entropy(rows), _entropy(cols)
+    mutual = h_rows + h_cols - _entropy(joint)
+    emi = expected_mutual_information(rows, cols)
+    numerator, denominator = mutual - emi, (h_rows + h_cols) / 2 - emi
+    numerator = np.where(numerator < 0, np.minimum(numerator, -_EPS), np.maximum(numerator, _EPS))
+    denominator = np.where(denominator < 0, np.minimum(denominator, -_EPS), np.maximum(denominator, _EPS))
+    ami = numerator / denominator
+    k, m = (rows > 0).sum(1), (cols > 0).sum(1)
+    return np.where((k == 1) & (m == 1), 1.0, np.where((k == 1) | (m == 1), 0.0, ami))
+
+
+def nmi_ari_from_tables(tables: np.ndarray) -> dict[str, np.ndarray]:
+    """NMI (arithmetic normalisation, sklearn's default) and ARI of each (k, m) cluster x
+    label table of (B, k, m)."""
+    n = tables.sum((1, 2))
+    rows, cols = tables.sum(2), tables.sum(1)
+    joint = tables.reshape(len(tables), -1)
     mutual = _entropy(rows) + _entropy(cols) - _entropy(joint)
     mean_h = (_entropy(rows) + _entropy(cols)) / 2
     nmi = np.where(mean_h > 0, mutual / np.maximum(mean_h, 1e-12), 1.0)
@@ -189,6 +271,43 @@ def clustering_scores_resampled(clusters: np.ndarray, labels: np.ndarray, weight
     spread = (a + b) / 2 - expected
     ari = np.where(spread != 0, (index - expected) / np.where(spread != 0, spread, 1), 1.0)
     return {"nmi": np.clip(nmi, 0, 1), "ari": ari}
+
+
+def clustering_scores_resampled(clusters: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict:
+    """NMI (arithmetic normalisation, sklearn's default) and ARI of fixed cluster ids
+    against true labels, for every row of `weights` (B, N): bootstrap multiplicities of the
+    images. Both scores are functions of the cluster x label contingency table, so each
+    resample is one table, not a refit. Weights of ones give `clustering_scores`."""
+    return nmi_ari_from_tables(contingency(clusters, labels, weights))
+
+
+def chance_agreement(clusters: np.ndarray, truth: np.ndarray, permutations: int, seed: int) -> dict:
+    """Agreement against chance: the permutation p-value of the AMI, p = (1 + #{shuffled AMI >=
+    observed}) / (1 + permutations), with the cluster ids shuffled against the labels; and the
+    mean NMI and AMI of the shuffled ids (what chance alone scores: NMI is above 0 at chance,
+    AMI about 0). Shuffling keeps both marginals, so E[MI] and the entropies are fixed and
+    only the mutual information changes: the AMI ranks as the MI does. Shuffled a block at a
+    time (the same permutations as all at once), so memory stays flat in N."""
+    observed = contingency(clusters, truth, 1.0)
+    rows, cols = observed.sum(2), observed.sum(1)
+    h_rows, h_cols = _entropy(rows)[0], _entropy(cols)[0]
+    mean_h, emi = (h_rows + h_cols) / 2, expected_mutual_information(rows, cols)[0]
+
+    def mutual(tables: np.ndarray) -> np.ndarray:
+        return h_rows + h_cols - _entropy(tables.reshape(len(tables), -1))
+
+    rng, block = np.random.default_rng([seed, 1]), max(1, RESAMPLE_CELLS // max(len(truth), 1))
+    shuffled = [np.zeros(0)]
+    for start in range(0, permutations, block):
+        ids = rng.permuted(np.tile(clusters, (min(block, permutations - start), 1)), axis=1)
+        shuffled.append(mutual(contingency(ids, truth, 1.0)))
+    shuffled_mi, observed_mi = np.concatenate(shuffled), mutual(observed)[0]
+    at_least = shuffled_mi >= observed_mi - 1e-12  # a tie (float sums in another order) counts against
+    return {
+        "ami_p": float((1 + at_least.sum()) / (1 + permutations)),
+        "nmi_chance": float(np.mean(shuffled_mi / mean_h)) if permutations and mean_h > 0 else None,
+        "ami_chance": float(np.mean((shuffled_mi - emi) / max(mean_h - emi, _EPS))) if permutations else None,
+    }
 
 
 def weighted_auc(

@@ -1,317 +1,163 @@
-"""Synthetic chest radiographs for the embedded default dataset, written in the real
-SIIM-ACR and ChestX-ray14 on-disk formats so that the same readers serve both.
+"""`synthesize`: the embedded default dataset, synthetic chest radiographs (the phantoms of
+`pneumo.core.phantoms`) written in the real SIIM-ACR and ChestX-ray14 on-disk formats, so that
+the same readers serve both: JPEG DICOMs in the SIIM trees with train-rle.csv, PNGs with
+Data_Entry_2017.csv, and the leakage map siim-to-nih.csv for the films both publish.
 
-A phantom has real anatomy signal: body, two lungs with fine markings, mediastinum and heart, ribs
-and clavicles, a burned-in side marker; the thorax's size and place on the film vary as on
-real films. Findings differ visibly: a pneumothorax is a band of pleural air without lung
-markings along the chest wall, bounded by one visceral pleural line at its inner edge (the
-mask is the band, the line lies just inside the lung, as on a real film); an effusion a
-basal fluid level; a nodule a small round opacity; an infiltration patchy opacity;
-atelectasis a collapsed band. The pneumothorax is drawn the same way in SIIM and CXR-14
-films. Its area and regions per image follow distributions calibrated on the public SIIM
-labels; the default shifts the areas up so that 64 px can show them (see params.yaml,
-`synthesize`). Each region's place (side, and where along the lung border) is drawn from a
-location map of the real SIIM regions (`tools/location_map.py`, `data/siim_location_map.csv`),
-so that position alone tells nearly as little about where a finding is as on real films.
+The pneumothorax is drawn the same way in SIIM and CXR-14 films. Its area and regions per
+image follow distributions calibrated on the public SIIM labels; the default shifts the areas
+up so that 64 px can show them (see params.yaml, `synthesize`). Each region's place is drawn
+from the location map of the real SIIM regions (`data/siim_location_map.csv`).
 
-The same seed writes the same bytes on any x86 or ARM CPU, whatever its vector units: every
-float operation here is one whose IEEE result cannot depend on the kernel that computes it.
-Pixels are float64 and combined only by elementwise +, -, *, / and sqrt (correctly rounded
-at any SIMD width, never fused), reductions are numpy's fixed-order pairwise sums, and
-blurs are a separable Gaussian written as shifted adds (`_blur`), not OpenCV's float
-filters, whose rounding depends on the SIMD path taken (on one CPU, switching OpenCV's
-optimisations off changed 164 of 1,923 files). Transcendentals go through Python's scalar
-`math` (libm), never numpy's SIMD loops (its AVX-512 exp/pow/atan2 differ from libm in the
-last bit): on a few scalars (blur taps, rounded to a 2^-20 grid, each lesion's drawn
-direction), per pixel only for the lesion's angle, and for the tone curve through a lookup
-table on a 1/4096 grid. The location map is drawn with integers (`LocationMap.draw`). OpenCV
-only draws (integer rasterisation), dilates uint8 masks and encodes JPEG/PNG (libjpeg-turbo's
-integer DCT is exact at any SIMD level). `tests/test_simd.py` checks it: OpenCV's,
-numpy's and libjpeg-turbo's SIMD switched off give the same bytes.
+The same seed writes the same bytes on any x86 or ARM CPU: the phantoms are drawn with
+CPU-independent float operations (`pneumo.core.phantoms` says how), OpenCV only encodes PNG
+and libjpeg-turbo JPEG (its integer DCT is exact at any SIMD level). `tests/test_simd.py`
+checks it.
 """
 
 from __future__ import annotations
 
-import bisect
 import csv
-import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pneumo.core.phantoms import FINDINGS, LocationMap, phantom
 from pneumo.formats import dicom, rle
 
-FINDINGS = ("Nodule", "Infiltration", "Effusion", "Atelectasis", "Pneumothorax")
 CXR14_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
 UID_ROOT = dicom.SYNTHETIC_UID_ROOT
-REDRAWS = 5  # places tried per pneumothorax region before it is left out
-TONE_LEVELS = 4096  # grid of the tone curve's lookup table (16x finer than the 8-bit output)
-
-
-@dataclass
-class Lung:
-    cx: float
-    cy: float
-    ax: float
-    ay: float
-    medial: int  # +1 if the mediastinum is to the right (image coordinates), else -1
-
-
-@dataclass(frozen=True)
-class LocationMap:
-    """Where pneumothorax regions lie on real films: cells of normalised film coordinates
-    (x0, x1, y0, y1; x to the image's right, y down) and how many real regions have their
-    centroid in each (`tools/location_map.py` derives it from the SIIM labels). A cell is drawn
-    with an integer, in proportion to its count, then a point uniformly inside it."""
-
-    cells: tuple[tuple[float, float, float, float], ...]
-    cumulative: tuple[int, ...]  # running region counts: no float weights, the same draw on any CPU
-
-    @classmethod
-    def read(cls, path: Path) -> LocationMap:
-        """A map written by `tools/location_map.py` (`x0,x1,y0,y1,regions`)."""
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["regions"]) > 0]
-        if not rows:
-            raise ValueError(f"{path}: no cell holds a region")
-        cells = tuple(tuple(float(r[k]) for k in ("x0", "x1", "y0", "y1")) for r in rows)
-        return cls(cells, tuple(itertools.accumulate(int(r["regions"]) for r in rows)))
-
-    @classmethod
-    def uniform(cls) -> LocationMap:
-        """Every point of the film equally likely: for callers that do not care where lesions lie."""
-        return cls(((0.0, 0.5, 0.0, 1.0), (0.5, 1.0, 0.0, 1.0)), (1, 2))
-
-    def draw(self, rng: np.random.Generator, side: int | None = None) -> tuple[float, float]:
-        """One point (x, y) in film coordinates; `side` 0 or 1 keeps to the film's left or
-        right half (the cells of that half, in proportion to their counts)."""
-        cells, cumulative = self.cells, self.cumulative
-        if side is not None:
-            counts = [b - a for a, b in zip((0, *cumulative[:-1]), cumulative, strict=True)]
-            kept = [i for i, c in enumerate(cells) if (c[0] >= 0.5 if side else c[1] <= 0.5)]
-            cells, cumulative = [cells[i] for i in kept], list(itertools.accumulate(counts[i] for i in kept))
-        cell = bisect.bisect_right(cumulative, int(rng.integers(cumulative[-1])))
-        x0, x1, y0, y1 = cells[cell]
-        return x0 + rng.uniform() * (x1 - x0), y0 + rng.uniform() * (y1 - y0)
-
-
-def _ellipse(size: int, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
-    out = np.zeros((size, size), np.uint8)
-    cv2.ellipse(
-        out,
-        (round(cx * size), round(cy * size)),
-        (max(1, round(ax * size)), max(1, round(ay * size))),
-        0,
-        0,
-        360,
-        1,
-        -1,
-    )
-    return out.astype(bool)
-
-
-def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur (float64, radius 4 sigma, borders reflected as OpenCV's default
-    BORDER_REFLECT_101), separable and written as shifted multiply-adds in a fixed order, so
-    that its rounding is the same on every CPU. Taps come from scalar libm and are rounded to
-    a 2^-20 grid before normalising."""
-    radius = max(1, math.ceil(4 * sigma))
-    taps = [round(2**20 * math.exp(-0.5 * (i / sigma) * (i / sigma))) for i in range(-radius, radius + 1)]
-    weights = [t / sum(taps) for t in taps]
-    out = np.asarray(img, np.float64)
-    for axis in (0, 1):
-        n = out.shape[axis]
-        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], mode="reflect")
-        acc = np.zeros_like(out)
-        for i, w in enumerate(weights):
-            acc += w * (padded[i : i + n] if axis == 0 else padded[:, i : i + n])
-        out = acc
-    return out
-
-
-def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
-    blurred = _blur(rng.standard_normal((size, size)), max(0.5, sigma * size))
-    return blurred / (blurred.std() + 1e-6)
-
-
-def _pneumothorax(
-    size: int, lung: Lung, lung_mask: np.ndarray, allowed: np.ndarray, area: float, point: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """A pneumothorax as an erect film shows it: a band of pleural air along the chest wall,
-    without lung markings, whose inner edge is the visceral pleural line (the edge of the
-    partly collapsed lung). The band is a lens along the lung border, centred where the ray
-    from the lung's centre through `point` (film coordinates, drawn from the location map)
-    meets the border, thickest there and tapering to the chest wall at both ends; its arc
-    grows with `area` (fraction of the image) and its depth is solved so that the part inside
-    `allowed` (the lung less the heart, mediastinum and earlier regions) matches it. Returns
-    (region, pleural line); the line lies just inside the lung, outside the region, as in a
-    mask drawn on a real film."""
-    yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
-    u, v = (xx - lung.cx) / lung.ax, (yy - lung.cy) / lung.ay
-    radius = np.sqrt(u * u + v * v)
-    angle = np.zeros_like(radius)  # scalar libm atan2 (numpy's SIMD one differs by CPU), inside the lung only
-    angle[lung_mask] = np.frompyfunc(math.atan2, 2, 1)(v[lung_mask], u[lung_mask]).astype(np.float64)
-    # the border point in the direction of `point`, in the ellipse's own coordinates
-    centre = math.atan2((point[1] - lung.cy) / lung.ay, (point[0] - lung.cx) / lung.ax)
-    half_arc = 0.5 * min(max(1.3 * math.sqrt(area / 0.01), 0.6), 3.0)  # radians: larger = longer
-    offset = (angle - centre + np.pi) % (2 * np.pi) - np.pi
-    t2 = (offset / half_arc) * (offset / half_arc)
-    taper = np.clip(1 - t2 * t2, 0, None)  # even depth along the arc, 0 at both ends
-
-    def band(depth: float) -> np.ndarray:
-        return allowed & (taper > 0) & (radius > 1 - depth * taper)
-
-    lo, hi = 0.0, 0.95
-    for _ in range(14):  # bisection on the depth (share of the lung radius) at the band's centre
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if band(mid).mean() < area else (lo, mid)
-    region = band(hi)
-    width = max(3, 2 * (size // 256) + 1)
-    grown = cv2.dilate(region.astype(np.uint8), np.ones((width, width), np.uint8)).astype(bool)
-    return region, grown & lung_mask & ~region
-
-
-def phantom(
-    rng: np.random.Generator,
-    size: int,
-    findings: set[str],
-    pneumothorax_areas: list[float],
-    location_map: LocationMap | None = None,
-    one_sided: float = 1.0,
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One radiograph (uint8, size x size) and one mask per pneumothorax region, each region
-    placed by a point drawn from `location_map` (default: anywhere on the film). With several
-    regions, all lie on the first one's side with probability `one_sided`; otherwise the second
-    lies on the other side (the rest anywhere)."""
-    location_map = LocationMap.uniform() if location_map is None else location_map
-    j = lambda s: rng.uniform(-s, s)  # noqa: E731 - anatomical jitter
-    # Where the thorax lies on the film and how large it is varies between patients (build,
-    # inspiration, centring, collimation): the mean thorax below is scaled and shifted as a whole.
-    # The ranges are calibrated on the public SIIM labels, so that pneumothorax regions reach as
-    # high and as far out as real ones: the top edge of regions centred in the upper 30% of the film
-    # lies at 0.13 of its height (median; sd 0.05; real 0.12, sd 0.05), the outer edge of a region
-    # at 0.10-0.36 of the width from the film's side (5th-95th percentile; real 0.10-0.36). A thorax
-    # that barely moves lets a prediction that sees no image (the location prior) overlap much more.
-    sy = rng.uniform(0.9, 1.3)
-    sx = sy * rng.uniform(1.0, 1.15)  # real lung fields are wider than the mean phantom's
-    ox, oy = 0.5 + j(0.03), 0.475 + j(0.06)
-    X = lambda x: ox + sx * (x - 0.5)  # noqa: E731 - film position of a point of the mean thorax
-    Y = lambda y: oy + sy * (y - 0.5)  # noqa: E731
-    img = np.full((size, size), 0.06, np.float64)
-    body = _ellipse(size, X(0.5 + j(0.02)), Y(0.56), sx * (0.46 + j(0.03)), sy * 0.52)
-    img[body] = 0.42 + j(0.05)
-    lungs = [
-        Lung(X(0.31 + j(0.02)), Y(0.46 + j(0.02)), sx * (0.14 + j(0.015)), sy * (0.29 + j(0.02)), +1),
-        Lung(X(0.69 + j(0.02)), Y(0.46 + j(0.02)), sx * (0.13 + j(0.015)), sy * (0.28 + j(0.02)), -1),
-    ]
-    lung_masks = [_ellipse(size, lg.cx, lg.cy, lg.ax, lg.ay) for lg in lungs]
-    # Fine lung markings only (grain 0.6% of the film). A coarser mottle (2% grain, sd 0.03) used to
-    # sit on top: it drew patches of normal lung as lucent as pleural air, which a U-Net at 64 px
-    # flagged in one normal film in ten (measured; docs/phantoms.md, and the trials in this file's history).
-    texture = 0.05 * _smooth_noise(rng, size, 0.006)
-    for m in lung_masks:
-        img[m] = 0.17 + texture[m]
-    mediastinum = np.zeros((size, size), bool)
-    left, right = (max(0, int(X(c + j(0.01)) * size)) for c in (0.445, 0.555))
-    mediastinum[max(0, int(Y(0.12) * size)) : int(Y(0.78) * size), left:right] = True
-    heart = _ellipse(size, X(0.56 + j(0.02)), Y(0.63 + j(0.02)), sx * (0.13 + j(0.02)), sy * (0.11 + j(0.015)))
-    img[mediastinum | heart] = 0.6 + j(0.04)
-
-    masks = []
-    taken = mediastinum | heart  # pleural air lies over the lung, not the heart
-    same_side = len(pneumothorax_areas) > 1 and rng.uniform() < one_sided
-    first = None
-    for n, area in enumerate(pneumothorax_areas):  # each region its own place, drawn as real regions lie
-        wanted = None if n == 0 else first if same_side else 1 - first if n == 1 else None
-        for _ in range(REDRAWS):  # a place an earlier region already fills is drawn again
-            point = location_map.draw(rng, wanted)
-            side = int(point[0] >= 0.5)  # the film's left half shows lungs[0], the patient's right lung
-            first = side if first is None else first
-            allowed = lung_masks[side] & ~taken
-            region, pleura = _pneumothorax(size, lungs[side], lung_masks[side], allowed, area, point)
-            if region.any():
-                break
-        # regions stay disjoint, as separate rows of train-rle.csv
-        taken = taken | cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        if not region.any():
-            continue
-        img[region] = 0.09 + 0.008 * texture[region]  # pleural air: darker than lung, no markings
-        img[pleura & ~np.logical_or.reduce([region, *masks])] = 0.36  # visceral pleural line
-        masks.append(region)
-
-    lung_any = lung_masks[0] | lung_masks[1]
-    for finding in sorted(findings - {"Pneumothorax"}):  # a fixed order: set order changes with PYTHONHASHSEED
-        side = int(rng.integers(2))
-        lg, m = lungs[side], lung_masks[side]
-        if finding == "Effusion":  # basal fluid level with a meniscus rising laterally
-            yy, xx = np.mgrid[0:size, 0:size] / size
-            level = lg.cy + lg.ay * rng.uniform(0.35, 0.6) - 0.08 * np.abs(xx - lg.cx + lg.medial * lg.ax) / lg.ax
-            img[m & (yy > level)] = 0.55
-        elif finding == "Nodule":
-            r = rng.uniform(0.03, 0.05)
-            disc = _ellipse(size, lg.cx + j(lg.ax * 0.5), lg.cy + j(lg.ay * 0.5), r, r)
-            img[disc & m] += 0.35
-        elif finding == "Infiltration":
-            patch = (_smooth_noise(rng, size, 0.025) > 0.3) & _ellipse(
-                size, lg.cx, lg.cy + j(0.1), lg.ax * 0.9, lg.ay * 0.6
-            )
-            img[patch & m] += 0.22
-        elif finding == "Atelectasis":
-            band = np.zeros((size, size), np.uint8)
-            y0, y1 = lg.cy + lg.ay * 0.2, lg.cy + lg.ay * 0.45 + j(0.05)
-            cv2.line(
-                band,
-                (round((lg.cx - lg.ax) * size), round(y0 * size)),
-                (round((lg.cx + lg.ax) * size), round(y1 * size)),
-                1,
-                max(2, round(0.05 * size)),
-            )
-            img[band.astype(bool) & m] += 0.3
-
-    ribs = np.zeros((size, size), np.float64)
-    for i in range(9):  # posterior ribs: arcs from the spine curving down laterally
-        y0 = 0.17 + i * 0.068 + j(0.008)
-        for sign in (-1, 1):
-            xs = np.linspace(0.48, 0.48 + sign * 0.36, 24)
-            ys = y0 + 0.12 * ((xs - 0.48) / 0.36) * ((xs - 0.48) / 0.36)
-            pts = np.round(np.stack([X(xs), Y(ys)], 1) * size).astype(np.int32)
-            cv2.polylines(ribs, [pts], False, 0.1, max(1, round(0.014 * sx * size)))
-    for sign in (-1, 1):  # clavicles
-        cv2.line(
-            ribs,
-            (round(X(0.47) * size), round(Y(0.16) * size)),
-            (round(X(0.5 + sign * 0.28) * size), round(Y(0.11) * size)),
-            0.14,
-            max(1, round(0.018 * sx * size)),
-        )
-    img += _blur(ribs, max(0.5, 0.004 * size)) * (body | lung_any)
-    marker = np.zeros((size, size), np.uint8)
-    cv2.putText(
-        marker,
-        "R",
-        (round(0.06 * size), round(0.1 * size)),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        size / 400,
-        1,
-        max(1, size // 200),
-    )
-    img[marker.astype(bool)] = 0.95
-
-    img = _blur(img, max(0.5, 0.0015 * size)) + rng.normal(0, 0.015, img.shape)
-    gamma = rng.uniform(0.85, 1.15)
-    # tone curve 255 * x^gamma through a table on a 1/4096 grid: scalar libm pow, never numpy's SIMD pow
-    curve = np.array([int(255 * (i / TONE_LEVELS) ** gamma) for i in range(TONE_LEVELS + 1)], np.uint8)
-    return curve[np.rint(np.clip(img, 0, 1) * TONE_LEVELS).astype(np.intp)], masks
 
 
 def _uid(*parts: int) -> str:
     return ".".join([UID_ROOT, *map(str, parts)])
+
+
+@dataclass(frozen=True)
+class Lesions:
+    """How many pneumothorax regions a film has and how large they are (shares of the film):
+    SIIM positives at `positive_rate`, 1, 2, 3 or 4 regions in the shares `regions_per_image`,
+    a log-normal total area split among them; placed by `places` (`phantom`)."""
+
+    positive_rate: float
+    log_area_mean: float
+    log_area_std: float
+    regions_per_image: list[float]
+    one_sided: float
+    places: LocationMap
+
+    def siim_areas(self, rng: np.random.Generator, size: int) -> list[float]:
+        n_regions = 0
+        if rng.random() < self.positive_rate:
+            shares = self.regions_per_image
+            n_regions = 1 + int(rng.choice(len(shares), p=np.asarray(shares) / sum(shares)))
+        total = min(max(math.exp(rng.normal(self.log_area_mean, self.log_area_std)), 8 / size**2), 0.08)
+        return list(total * rng.dirichlet(np.ones(n_regions))) if n_regions else []
+
+    def cxr14_areas(self, rng: np.random.Generator, labels: set[str]) -> list[float]:
+        """CXR-14's text-mined Pneumothorax labels lean to visible ones: one region, no area below 1%."""
+        if "Pneumothorax" not in labels:
+            return []
+        return [min(max(math.exp(rng.normal(self.log_area_mean, self.log_area_std)), 0.01), 0.08)]
+
+
+@dataclass
+class Cxr14Writer:
+    """Writes CXR-14 PNGs (a share `rgba_fraction` RGBA, as a few real ones are) and collects
+    their Data_Entry_2017.csv rows; draws from the dataset's generator in the order of the films."""
+
+    rng: np.random.Generator
+    cxr14_dir: Path
+    size: int
+    spacing: float
+    rgba_fraction: float
+    rows: list[list] = field(default_factory=list)
+
+    def add(self, image_name: str, patient: int, follow_up: int, labels: set[str], pixels: np.ndarray) -> None:
+        rng = self.rng
+        if rng.random() < self.rgba_fraction:  # a few real CXR-14 PNGs are RGBA with R=G=B
+            pixels = np.dstack([pixels] * 3 + [np.full_like(pixels, 255)])
+        cv2.imwrite(str(self.cxr14_dir / "images" / image_name), pixels)
+        finding_text = "|".join(sorted(labels)) or "No Finding"
+        view = "PA" if rng.random() < 0.6 else "AP"
+        self.rows.append(
+            [
+                image_name,
+                finding_text,
+                follow_up,
+                patient,
+                int(rng.integers(20, 85)),
+                "MF"[int(rng.integers(2))],
+                view,
+                self.size,
+                self.size,
+                f"{self.spacing:.3f}",
+                f"{self.spacing:.3f}",
+            ]
+        )
+
+
+def _siim_films(
+    rng: np.random.Generator,
+    siim_dir: Path,
+    cxr14: Cxr14Writer,
+    lesions: Lesions,
+    n_siim: int,
+    n_test: int,
+    n_shared: int,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The SIIM DICOMs, training then test films; the first `n_shared` training films are also
+    published in CXR-14 (as in the real datasets). Returns the train-rle.csv rows (one per
+    region, or one empty row) and the siim-to-nih.csv rows."""
+    rle_rows, mapping = [], []
+    for i in range(n_siim + n_test):
+        test = i >= n_siim
+        areas = lesions.siim_areas(rng, cxr14.size)
+        pixels, masks = phantom(rng, cxr14.size, set(), areas, lesions.places, lesions.one_sided)
+        study, series, sop = _uid(1, i), _uid(2, i), _uid(3, i)
+        patient = 10_000 + i
+        dicom.write_jpeg_dicom(
+            siim_dir / ("dicom-images-test" if test else "dicom-images-train") / study / series / f"{sop}.dcm",
+            pixels,
+            study_uid=study,
+            series_uid=series,
+            sop_uid=sop,
+            patient_id=f"synthetic-{patient:08d}",
+            view_position="PA" if rng.random() < 0.6 else "AP",
+            pixel_spacing_mm=cxr14.spacing,
+        )
+        if test:  # test labels are not published
+            continue
+        rle_rows += [(sop, rle.encode(m)) for m in masks] or [(sop, rle.EMPTY)]
+        if i < n_shared:
+            name = f"{patient:08d}_000.png"
+            cxr14.add(name, patient, 0, {"Pneumothorax"} if masks else set(), pixels)
+            mapping.append((sop, name))
+    return rle_rows, mapping
+
+
+def _cxr14_films(rng: np.random.Generator, cxr14: Cxr14Writer, lesions: Lesions, n: int, finding_rate: float) -> None:
+    """CXR-14-only films: a finding at `finding_rate` (a tenth of them a second one), two films per patient."""
+    for i in range(n):
+        labels: set[str] = set()
+        if rng.random() < finding_rate:
+            labels = {FINDINGS[int(rng.integers(len(FINDINGS)))]}
+            if rng.random() < 0.1:
+                labels.add(FINDINGS[int(rng.integers(len(FINDINGS)))])
+        pixels, _ = phantom(rng, cxr14.size, labels, lesions.cxr14_areas(rng, labels), lesions.places)
+        patient = 50_000 + i // 2  # two films per patient: the patient-level split matters
+        cxr14.add(f"{patient:08d}_{i % 2:03d}.png", patient, i % 2, labels, pixels)
+
+
+def _write_csv(path: Path, header: str, rows) -> None:
+    with open(path, "w", newline="") as f:
+        f.write(header + "\n")
+        csv.writer(f).writerows(rows)
 
 
 def synthesize(
@@ -339,95 +185,23 @@ def synthesize(
     lie where `location_map` (a `tools/location_map.py` CSV) puts real ones; without it,
     anywhere on the film (the pipeline always passes the map derived from the SIIM labels)."""
     places = LocationMap.read(location_map) if location_map else LocationMap.uniform()
+    lesions = Lesions(positive_rate, log_area_mean, log_area_std, regions_per_image, one_sided, places)
     rng = np.random.default_rng(seed)
-    rle_rows, mapping, cxr_rows = [], [], []
     spacing = 0.143 * 1024 / size  # keep the physical field of view of a real 1024 px film
     n_shared = round(shared_fraction * n_siim)
     cxr14_dir.joinpath("images").mkdir(parents=True, exist_ok=True)
+    cxr14 = Cxr14Writer(rng, cxr14_dir, size, spacing, rgba_fraction)
+    rle_rows, mapping = _siim_films(rng, siim_dir, cxr14, lesions, n_siim, n_test, n_shared)
+    _cxr14_films(rng, cxr14, lesions, n_cxr14 - n_shared, finding_rate)
 
-    def cxr14_entry(image_name: str, patient: int, follow_up: int, labels: set[str], pixels: np.ndarray) -> None:
-        path = cxr14_dir / "images" / image_name
-        if rng.random() < rgba_fraction:  # a few real CXR-14 PNGs are RGBA with R=G=B
-            pixels = np.dstack([pixels] * 3 + [np.full_like(pixels, 255)])
-        cv2.imwrite(str(path), pixels)
-        finding_text = "|".join(sorted(labels)) or "No Finding"
-        view = "PA" if rng.random() < 0.6 else "AP"
-        cxr_rows.append(
-            [
-                image_name,
-                finding_text,
-                follow_up,
-                patient,
-                int(rng.integers(20, 85)),
-                "MF"[int(rng.integers(2))],
-                view,
-                size,
-                size,
-                f"{spacing:.3f}",
-                f"{spacing:.3f}",
-            ]
-        )
-
-    for i in range(n_siim + n_test):
-        test = i >= n_siim
-        n_regions = 0
-        if rng.random() < positive_rate:
-            n_regions = 1 + int(
-                rng.choice(len(regions_per_image), p=np.asarray(regions_per_image) / sum(regions_per_image))
-            )
-        total = min(max(math.exp(rng.normal(log_area_mean, log_area_std)), 8 / size**2), 0.08)
-        areas = list(total * rng.dirichlet(np.ones(n_regions))) if n_regions else []
-        pixels, masks = phantom(rng, size, set(), areas, places, one_sided)
-        study, series, sop = _uid(1, i), _uid(2, i), _uid(3, i)
-        patient = 10_000 + i
-        dicom.write_jpeg_dicom(
-            siim_dir / ("dicom-images-test" if test else "dicom-images-train") / study / series / f"{sop}.dcm",
-            pixels,
-            study_uid=study,
-            series_uid=series,
-            sop_uid=sop,
-            patient_id=f"synthetic-{patient:08d}",
-            view_position="PA" if rng.random() < 0.6 else "AP",
-            pixel_spacing_mm=spacing,
-        )
-        if test:  # test labels are not published
-            continue
-        rle_rows += [(sop, rle.encode(m)) for m in masks] or [(sop, rle.EMPTY)]
-        if i < n_shared:  # the same film also published in CXR-14, as in the real datasets
-            name = f"{patient:08d}_000.png"
-            cxr14_entry(name, patient, 0, {"Pneumothorax"} if masks else set(), pixels)
-            mapping.append((sop, name))
-
-    for i in range(n_cxr14 - n_shared):
-        labels: set[str] = set()
-        if rng.random() < finding_rate:
-            labels = {FINDINGS[int(rng.integers(len(FINDINGS)))]}
-            if rng.random() < 0.1:
-                labels.add(FINDINGS[int(rng.integers(len(FINDINGS)))])
-        # CXR-14's text-mined Pneumothorax labels lean to visible ones: no area below 1%
-        areas = (
-            [min(max(math.exp(rng.normal(log_area_mean, log_area_std)), 0.01), 0.08)]
-            if "Pneumothorax" in labels
-            else []
-        )
-        pixels, _ = phantom(rng, size, labels, areas, places)
-        patient = 50_000 + i // 2  # two films per patient: the patient-level split matters
-        cxr14_entry(f"{patient:08d}_{i % 2:03d}.png", patient, i % 2, labels, pixels)
-
-    with open(siim_dir / "train-rle.csv", "w", newline="") as f:
-        f.write("ImageId, EncodedPixels\n")
-        csv.writer(f).writerows(rle_rows)
-    with open(siim_dir / "siim-to-nih.csv", "w", newline="") as f:
-        f.write("Kaggle_ID,NIH_ID\n")
-        csv.writer(f).writerows(mapping)
-    with open(cxr14_dir / "Data_Entry_2017.csv", "w", newline="") as f:
-        f.write(CXR14_HEADER + "\n")
-        csv.writer(f).writerows(sorted(cxr_rows))
+    _write_csv(siim_dir / "train-rle.csv", "ImageId, EncodedPixels", rle_rows)
+    _write_csv(siim_dir / "siim-to-nih.csv", "Kaggle_ID,NIH_ID", mapping)
+    _write_csv(cxr14_dir / "Data_Entry_2017.csv", CXR14_HEADER, sorted(cxr14.rows))
     return {
         "siim_images": n_siim,
         "siim_test_images": n_test,
         "siim_positive": len({r[0] for r in rle_rows if r[1] != rle.EMPTY}),
         "siim_mask_rows": len(rle_rows),
-        "cxr14_images": len(cxr_rows),
+        "cxr14_images": len(cxr14.rows),
         "shared_images": len(mapping),
     }

@@ -7,7 +7,7 @@ import segmentation_models_pytorch as smp
 import torch
 
 from pneumo.core import data, models
-from pneumo.tasks import synthesize
+from pneumo.core import phantoms
 
 
 @pytest.mark.parametrize("arch", ["conv", "resnet34"])
@@ -99,7 +99,7 @@ def test_autoencoder_loss_falls_on_a_small_batch():
     rng = np.random.default_rng(0)
     batch = np.stack(
         [
-            cv2.resize(synthesize.phantom(rng, 128, set(), [])[0], (32, 32), interpolation=cv2.INTER_AREA)
+            cv2.resize(phantoms.phantom(rng, 128, set(), [])[0], (32, 32), interpolation=cv2.INTER_AREA)
             for _ in range(8)
         ]
     )

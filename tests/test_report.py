@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from per_image_tables import rows_from_counts, write_csv
 
-from pneumo.core import bootstrap, models, runtime
+from pneumo.core import bootstrap, metrics, models, runtime
 from pneumo.core.study import METRICS, metric_samples
 from pneumo.formats import dicom, per_image
 from pneumo.tasks import cluster_latents, linear_probe, report
@@ -120,7 +120,7 @@ def make_study(tmp_path: Path, runs: list[int], synthetic: bool = True, controls
         }
         result = cluster_latents.compare(latents, truth, resamples=200, seed=r)
         for name, ids_ in latents.items():
-            result[name] |= cluster_latents.chance(ids_, truth, permutations=99, seed=r)
+            result[name] |= metrics.chance_agreement(ids_, truth, permutations=99, seed=r)
         clustering.append(tmp_path / f"pseudo_labels/{r}.json")
         clustering[-1].parent.mkdir(parents=True, exist_ok=True)
         clustering[-1].write_text(json.dumps(result))

@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of `runs`)")
     parser.add_argument("--images", type=Path, required=True, help="prepared CXR-14 folder")
     parser.add_argument("--model", type=Path, required=True, help="the run's autoencoder checkpoint")
-    parser.add_argument("--ssl", type=Path, help="the run's ssl encoder (its embedding is clustered too)")
+    parser.add_argument(
+        "--ssl", type=Path, help="the run's ssl encoder: its embedding is clustered too when train_ssl trained it"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for pseudo_labels.csv and the controls' CSVs")
     parser.add_argument("--metrics", type=Path, required=True, help="validation metrics JSON")
     parser.add_argument("--plots", type=Path, required=True, help="folder for the projection and label plots")
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     cluster_latents(
         images_dir=args.images,
         model_path=args.model,
-        ssl_path=args.ssl,
+        # by the params, not by what lies on disk: an earlier experiment's encoder may still be there
+        ssl_path=args.ssl if "ssl" in p["train_ssl"]["initialisations"] else None,
         out_dir=args.out,
         metrics_path=args.metrics,
         plots_dir=args.plots,

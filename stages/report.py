@@ -17,12 +17,6 @@ from pneumo.tasks.report import report
 BASELINES = ("all_empty", "location_prior")  # content-free: they never see an image
 
 
-def trained(folder: Path | None) -> bool:
-    """Whether an optional stage's output folder holds anything: ssl is an initialisation an
-    experiment may leave out, and then its folder is not given, absent or empty."""
-    return folder is not None and folder.is_dir() and any(folder.iterdir())
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -34,7 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--pseudo-labels", type=Path, required=True, help="folder of cluster_latents' <run>.json")
     parser.add_argument("--autoencoders", type=Path, required=True, help="folder of train_autoencoder's <run>/ folders")
-    parser.add_argument("--ssl", type=Path, help="folder of train_ssl's <run>/ folders (absent or empty: no ssl)")
+    parser.add_argument(
+        "--ssl", type=Path, help="folder of train_ssl's <run>/ folders (read when train_ssl.initialisations has ssl)"
+    )
     parser.add_argument("--linear-probe", type=Path, required=True, help="linear_probe's JSON")
     parser.add_argument(
         "--pretraining", type=Path, required=True, help="folder of pretrain_encoder's <name>-<run>/ folders"
@@ -50,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
 
     p = params.load()
     run_ids, variants, shares = p["runs"], p["train_unet"]["variants"], p["train_unet"]["shares"]
+    # ssl is an experiment (train_ssl.initialisations): its rows by the params, never by what lies on disk
+    ssl_trained = args.ssl is not None and "ssl" in p["train_ssl"]["initialisations"]
     # only the runs and shares the current params define (a removed run's old folder is not read)
     report(
         runs={s: {v: [args.results / str(s) / f"{v}-{r}" / "per_image.csv" for r in run_ids] for v in variants}
@@ -60,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         clustering=[args.pseudo_labels / f"{r}.json" for r in run_ids],
         upstream={
             **{f"train_autoencoder@{r}": args.autoencoders / str(r) / "metrics.json" for r in run_ids},
-            **{f"train_ssl@{r}": args.ssl / str(r) / "metrics.json" for r in run_ids if trained(args.ssl)},
+            **{f"train_ssl@ssl-{r}": args.ssl / str(r) / "metrics.json" for r in run_ids if ssl_trained},
             **{
                 f"pretrain_encoder@{v}-{r}": args.pretraining / f"{v}-{r}" / "metrics.json"
                 for v in variants

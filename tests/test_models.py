@@ -6,8 +6,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from pneumo.core import data, models
-from pneumo.core import phantoms
+from pneumo.core import data, models, phantoms
 
 
 @pytest.mark.parametrize("arch", ["conv", "resnet34"])

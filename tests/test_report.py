@@ -397,6 +397,7 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path, tiny_cxr14):
     (tmp_path / "params.yaml").write_text(
         "seed: 7\nruns: [0, 2]\ntrain_unet: {variants: [none, labels], shares: [100]}\n"
         "report: {resamples: 50, primary: dice_positive, confirmatory: labels, effect_of_interest: 0.047}\n"
+        "train_ssl: {initialisations: [ssl]}\n"
     )
     cmd = [sys.executable, str(root / "stages" / "report.py"), "--results", "evaluate", "--baselines", "baselines"]
     for name, met in (
@@ -441,8 +442,8 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path, tiny_cxr14):
     assert list(saved["upstream_training"]) == [
         "train_autoencoder@0",
         "train_autoencoder@2",
-        "train_ssl@0",
-        "train_ssl@2",
+        "train_ssl@ssl-0",
+        "train_ssl@ssl-2",
         "pretrain_encoder@labels-0",
         "pretrain_encoder@labels-2",
     ]
@@ -498,17 +499,18 @@ def stage_main(root: Path):
     return module.main
 
 
-@pytest.mark.parametrize("ssl", ["absent", "empty", "not given"])
-def test_the_stage_skips_ssl_when_ssl_was_not_trained(root, tmp_path, monkeypatch, ssl):
-    """ssl's pretraining may be left out of a run (an experiment adds it): with its folder
-    absent, empty or not given, the report leaves out ssl's plateau rows and names only the
-    stages it read; everything else is what the same run with ssl writes."""
+@pytest.mark.parametrize("ssl", ["absent", "left by an earlier experiment", "not given"])
+def test_the_stage_reads_ssl_only_when_the_params_train_it(root, tmp_path, monkeypatch, ssl):
+    """ssl's pretraining is an experiment (train_ssl.initialisations): without it in the params the
+    report leaves out ssl's plateau rows, whatever lies in its folder, and names only the stages
+    it read; everything else is what the same run with ssl writes."""
     make_study(tmp_path, [0, 1])
     shutil.copy(root / "metrics" / "linear_probe.json", tmp_path / "linear_probe.json")
-    (tmp_path / "params.yaml").write_text(
+    params = (
         "seed: 7\nruns: [0, 1]\ntrain_unet: {variants: [none, labels], shares: [100, 25]}\n"
         "report: {resamples: 50, primary: dice_positive, confirmatory: labels, effect_of_interest: 0.047}\n"
     )
+    (tmp_path / "params.yaml").write_text(params + "train_ssl: {initialisations: []}\n")
     autoencoders = ["train_autoencoder@0", "train_autoencoder@1"]
     pretraining = ["pretrain_encoder@labels-0", "pretrain_encoder@labels-1"]
     for name in (
@@ -524,19 +526,24 @@ def test_the_stage_skips_ssl_when_ssl_was_not_trained(root, tmp_path, monkeypatc
     args += ["--pseudo-labels", "pseudo_labels", "--autoencoders", "train_autoencoder"]
     args += ["--pretraining", "pretrain_encoder", "--linear-probe", "linear_probe.json", "--charts", "charts"]
     args += ["--json", "ablation.json", "--md", "ablation.md", "--headline", "h.json"]
-    if ssl == "empty":
-        (tmp_path / "train_ssl").mkdir()
+
+    def train_ssl_metrics():
+        for r in (0, 1):
+            (tmp_path / "train_ssl" / str(r)).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "train_ssl" / str(r) / "metrics.json").write_text(json.dumps({"plateau": {"met": True}}))
+
+    if ssl == "left by an earlier experiment":
+        train_ssl_metrics()
     main = stage_main(root)
     main([*args, *([] if ssl == "not given" else ["--ssl", "train_ssl"])])
     without = {name: (tmp_path / name).read_text() for name in ("ablation.json", "ablation.md", "h.json")}
-    for r in (0, 1):  # the same run with ssl trained
-        (tmp_path / "train_ssl" / str(r)).mkdir(parents=True, exist_ok=True)
-        (tmp_path / "train_ssl" / str(r) / "metrics.json").write_text(json.dumps({"plateau": {"met": True}}))
+    train_ssl_metrics()  # the same run with ssl trained
+    (tmp_path / "params.yaml").write_text(params + "train_ssl: {initialisations: [ssl]}\n")
     main([*args, "--ssl", "train_ssl"])
     saved, with_ssl = json.loads(without["ablation.json"]), json.loads((tmp_path / "ablation.json").read_text())
     assert list(saved["upstream_training"]) == [*autoencoders, *pretraining]
-    assert list(with_ssl["upstream_training"]) == [*autoencoders, "train_ssl@0", "train_ssl@1", *pretraining]
-    for name in ("train_ssl@0", "train_ssl@1"):
+    assert list(with_ssl["upstream_training"]) == [*autoencoders, "train_ssl@ssl-0", "train_ssl@ssl-1", *pretraining]
+    for name in ("train_ssl@ssl-0", "train_ssl@ssl-1"):
         del with_ssl["upstream_training"][name]
     assert saved == with_ssl and without["h.json"] == (tmp_path / "h.json").read_text()
     sentence = "The training that made the encoders ({} stage runs: autoencoders, {}encoder pretraining) stops"

@@ -4,24 +4,12 @@ each variant's post-processed prediction drawn over the truth."""
 import json
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
-from pneumo.core import overlay, runtime
+from pneumo.core import runtime
 from pneumo.formats import prepared
 from pneumo.tasks import compare_variants, train_unet
-
-
-def test_the_films_are_half_positive_and_fixed_by_the_seed():
-    """`overlay.pick_films`, the choice of films of this grid and of the activation maps."""
-    positive, negative = np.array([3, 5, 7, 9]), np.setdiff1d(np.arange(2, 20), [3, 5, 7, 9])
-    shown = overlay.pick_films(positive, negative, 6, seed=3)
-    assert list(shown) == sorted(shown) and len(shown) == 6
-    assert len(set(shown) & set(positive)) == 3 and set(shown) <= set(range(2, 20))
-    assert list(overlay.pick_films(positive, negative, 6, seed=3)) == list(shown)
-    many = overlay.pick_films(positive, negative, 12, seed=3)  # 4 positives exist: the rest negative
-    assert len(many) == 12 and set(positive) <= set(many)
 
 
 @pytest.mark.slow  # trains a tiny U-Net

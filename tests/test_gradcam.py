@@ -1,14 +1,12 @@
 """Grad-CAM: a model whose output depends on one image region gets a map that peaks there."""
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pneumo.core import gradcam, models, overlay
-from pneumo.tasks.activation_maps import unet_regions
+from pneumo.core import gradcam, models
 
 
 class RegionModel(nn.Module):
@@ -128,32 +126,6 @@ def test_target_regions_prefer_prediction_then_truth_then_probability():
     probs[3] = 0.2  # nothing above 0.5
     predicted = np.stack([spot, empty, empty, empty])
     truth = np.stack([other, spot, empty, empty])
-    regions, sources = unet_regions(probs, predicted, truth)
+    regions, sources = gradcam.unet_regions(probs, predicted, truth)
     assert list(sources) == ["prediction", "truth", "probability", "none"]
     assert (regions == np.stack([spot, spot, other, empty])).all()
-
-
-def test_grid_headers_and_title_add_a_labelled_band_above_the_tiles():
-    tiles = [[np.full((192, 192, 3), 128, np.uint8)] * 3] * 2
-    plain = overlay.grid(tiles)
-    labelled = overlay.grid(tiles, headers=["radiograph", "truth (green)", "head Grad-CAM (Pneumothorax)"])
-    titled = overlay.grid(tiles, headers=["a", "b", "c"], title="activation maps: none, layer layer3")
-    band = labelled.shape[0] - plain.shape[0]
-    assert labelled.shape[1] == plain.shape[1] and band > 10
-    assert (labelled[band:] == plain).all()
-    assert (labelled[:band] < 100).all(axis=2).sum() > 50  # dark text pixels on the white band
-    assert titled.shape[0] > labelled.shape[0] - band + 10 and (titled[:band] < 100).any()
-    with pytest.raises(ValueError, match="3 columns"):
-        overlay.grid(tiles, headers=["only one"])
-
-
-def test_legend_band_shows_each_outline_colour_and_the_heat_scale():
-    tiles = [[np.full((192, 192, 3), 128, np.uint8)] * 4]
-    titled = overlay.grid(tiles, title="overlays")
-    legend = overlay.grid(tiles, title="overlays", legend=overlay.OUTLINES + overlay.HEAT)
-    assert legend.shape[0] - titled.shape[0] > 10
-    band = legend[: legend.shape[0] - (192 + 2 * 2)]  # title and legend, above the row of tiles
-    colours = {tuple(int(c) for c in px) for px in band.reshape(-1, 3)}
-    assert overlay.TRUTH in colours and overlay.PREDICTION in colours
-    jet = cv2.applyColorMap(np.array([[0, 255]], np.uint8), cv2.COLORMAP_JET)[0]
-    assert {tuple(int(c) for c in px) for px in jet} <= colours  # both ends of the colour bar

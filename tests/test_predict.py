@@ -1,5 +1,6 @@
 """`pneumo predict` on the real SIIM DICOMs and a corpus of every kind of DICOM
-(conftest.dicom_corpus) with a tiny model trained here."""
+(conftest.dicom_corpus) with a tiny model trained here, and its `--masks` files (DICOM SEG,
+NIfTI, PNG), which must hold exactly the pixels of its CSV's RLE."""
 
 import copy
 import csv
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import cv2
+import nibabel
 import numpy as np
 import pydicom
 import pytest
@@ -26,13 +28,14 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
+from seg_checks import check_seg, find_dciodvfy
 from tiny_model import train_tiny_model
 
-from pneumo.cli import main
+from pneumo.cli import MASK_FORMATS, main
 from pneumo.core import data, metrics
 from pneumo.core import predict as engine
 from pneumo.core.predict import PAD_VALUE, PredictError, film_area, letterbox, load_model, unletterbox
-from pneumo.formats import dicom, prepared, rle
+from pneumo.formats import dicom, masks, prepared, rle
 from pneumo.tasks import predict_test
 
 PNEUMO = [sys.executable, "-m", "pneumo.cli"]
@@ -754,3 +757,96 @@ def test_square_films_predict_as_before_letterboxing(dicom_corpus, real_dicoms, 
         expected[film.image_id] = rle.encode(full)
     rows = dict(line.split(",") for line in out.read_text().splitlines()[1:])
     assert rows == expected and any(v != "-1" for v in rows.values())
+
+
+# `pneumo predict --masks`: files other tools read (formats/masks.py, formats/seg.py), each holding
+# exactly the pixels of the CSV's RLE
+
+
+@pytest.fixture(scope="session")
+def dciodvfy() -> str:
+    """dicom3tools' IOD checker; skipped where absent, except in CI."""
+    return find_dciodvfy()
+
+
+def predict(model_dir: Path, films: Path, out: Path, *extra: str) -> int:
+    return main(["predict", "--model", str(model_dir), str(films), "--out", str(out), "--device", "cpu", *extra])
+
+
+def test_predict_masks_hold_the_csv_rle(model_dir, realdata, dciodvfy, tmp_path):
+    """All three kinds and the probability maps on the real films: exit 0, one file of each per
+    film, each mask exactly the film's RLE in the CSV (positive and empty films alike); each SEG
+    valid, referencing its film; each probability map at the film's geometry."""
+    films = realdata / "siim" / "dicom-images-train"
+    out, folder = tmp_path / "s.csv", tmp_path / "masks"
+    code = predict(model_dir, films, out, "--masks", "png,nifti", "--masks", "dicom-seg", "--masks-dir", str(folder),
+                   "--probabilities", "--batch-size", "4")  # fmt: skip
+    assert code == 0
+    table = rle.read_csv(out)
+    headers = {h.SOPInstanceUID: h for h in (dicom.read_dataset(p, header_only=True) for p in films.rglob("*.dcm"))}
+    assert sorted(table.rles) == sorted(headers)
+    suffixes = (".png", ".nii.gz", ".seg.dcm", ".probability.png")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(i + s for i in headers for s in suffixes)
+    empty = 0
+    for image_id, (text,) in table.rles.items():
+        header = headers[image_id]
+        mask = rle.decode(text, header.Rows, header.Columns)
+        empty += not mask.any()
+        png = cv2.imread(str(folder / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
+        assert png.dtype == np.uint8 and np.array_equal(png, mask.astype(np.uint8) * 255)
+        nifti = np.asarray(nibabel.load(folder / f"{image_id}.nii.gz").dataobj)
+        assert nifti.shape == (header.Columns, header.Rows, 1) and np.array_equal(nifti[:, :, 0].T, mask)
+        check_seg((folder / f"{image_id}.seg.dcm").read_bytes(), header, mask, tmp_path / "check.dcm", dciodvfy)
+        probabilities = cv2.imread(str(folder / f"{image_id}.probability.png"), cv2.IMREAD_UNCHANGED)
+        assert probabilities.shape == mask.shape and probabilities.dtype == np.uint8
+    assert 0 < empty < len(headers)
+
+
+@pytest.mark.parametrize("kind", sorted(masks.FORMATS))
+def test_predict_each_mask_kind_alone(model_dir, real_dicoms, tmp_path, kind):
+    """Each kind on its own, into the default folder: `masks` beside the CSV."""
+    assert predict(model_dir, real_dicoms[0], tmp_path / "s.csv", "--masks", kind) == 0
+    (image_id,) = rle.read_csv(tmp_path / "s.csv").rles
+    assert [p.name for p in (tmp_path / "masks").iterdir()] == [image_id + masks.FORMATS[kind].suffix]
+
+
+@pytest.mark.slow  # a fresh interpreter imports the command line (no torch: refused before)
+def test_predict_seg_without_the_extra_names_it(model_dir, real_dicoms, tmp_path):
+    """Where highdicom is not installed, --masks dicom-seg is refused before anything is read or
+    written (exit 2), with the command that installs it; PNG masks still work there."""
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("highdicom", "nibabel"):
+            raise ModuleNotFoundError(f"blocked: {{name}}", name=name)
+sys.meta_path.insert(0, Block())
+import pneumo.cli
+args = ["predict", "--model", {str(model_dir)!r}, {str(real_dicoms[0])!r}, "--device", "cpu", "--masks"]
+sys.exit(pneumo.cli.main(args + sys.argv[1:]))
+"""
+    refused = subprocess.run([sys.executable, "-c", code, "dicom-seg,nifti", "--out", str(tmp_path / "a" / "s.csv")],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "--masks dicom-seg needs highdicom" in refused.stderr and "--masks nifti needs nibabel" in refused.stderr
+    assert refused.stderr.count("pip install 'pneumo[interop]'") == 2 and not (tmp_path / "a").exists()
+    png = subprocess.run([sys.executable, "-c", code, "png", "--out", str(tmp_path / "b" / "s.csv")],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert png.returncode == 0, png.stderr
+    assert len(list((tmp_path / "b" / "masks").glob("*.png"))) == 1
+
+
+def test_predict_refuses_png_masks_where_the_overlays_go(model_dir, real_dicoms, tmp_path, capsys):
+    """PNG masks and overlays are both `<ImageId>.png`: one folder for both is refused (exit 2)."""
+    folder = tmp_path / "pictures"
+    code = predict(model_dir, real_dicoms[0], tmp_path / "s.csv", "--masks", "png", "--masks-dir", str(folder),
+                   "--overlays", str(folder))  # fmt: skip
+    assert code == 2 and "--masks-dir" in capsys.readouterr().err and not folder.exists()
+    assert predict(model_dir, real_dicoms[0], tmp_path / "s.csv", "--probabilities", "--masks-dir", str(folder),
+                   "--overlays", str(folder)) == 0  # fmt: skip
+
+
+def test_predict_masks_argument_lists_the_kinds(capsys):
+    assert MASK_FORMATS == tuple(sorted(masks.FORMATS))  # the command line names them without importing them
+    assert main(["predict", "--model", "m", "x.dcm", "--out", "s.csv", "--masks", "png,jpeg"]) == 2
+    assert "'jpeg' is not a mask format: dicom-seg, nifti, png" in capsys.readouterr().err

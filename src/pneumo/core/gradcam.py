@@ -7,7 +7,9 @@ input size and scaled to [0, 1] per image. The target is any function of the mod
 that gives one score per image: a class logit of a pretraining head, the predicted
 cluster's logit, or, for a U-Net, the sum of its mask logits inside a region per image
 (pytorch-grad-cam's `SemanticSegmentationTarget`). Summing over all pixels instead would
-explain mostly the background, which is most pixels and has large negative logits.
+explain mostly the background, which is most pixels and has large negative logits;
+`unet_regions` picks each image's region: the predicted mask, else the truth, else the
+pixels above probability 0.5.
 """
 
 from __future__ import annotations
@@ -83,3 +85,20 @@ def mass_inside(heat: np.ndarray, masks: np.ndarray, dilate: int) -> np.ndarray:
     total = heat.reshape(len(heat), -1).sum(1)
     inside = (heat * grown).reshape(len(heat), -1).sum(1)
     return np.where(total > 0, inside / np.maximum(total, 1e-12), 0.0)
+
+
+PREDICTION, TRUTH, PROBABILITY, NONE = "prediction", "truth", "probability", "none"
+
+
+def unet_regions(probs: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM target regions (N, H, W) and where each came from (N,): the post-processed
+    `predicted` mask if non-empty, else the `truth` mask, else `probs` > 0.5, else none."""
+    predicted, truth = np.asarray(predicted, bool), np.asarray(truth, bool)
+    likely = np.asarray(probs) > 0.5
+    regions, sources = np.zeros_like(predicted), np.full(len(predicted), NONE, dtype=object)
+    for k in range(len(predicted)):
+        for mask, source in ((predicted[k], PREDICTION), (truth[k], TRUTH), (likely[k], PROBABILITY)):
+            if mask.any():
+                regions[k], sources[k] = mask, source
+                break
+    return regions, sources

@@ -18,6 +18,7 @@ also reflects how well the prediction overlaps the truth.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -43,21 +44,86 @@ def _head_model(encoder_path: Path, head_path: Path, variant: str, classes: list
     return classifier.to(device).eval(), pretraining.gradcam_target(classes)
 
 
-PREDICTION, TRUTH, PROBABILITY, NONE = "prediction", "truth", "probability", "none"
+def _batches(images: np.ndarray, indices: np.ndarray, batch_size: int, dev: torch.device, desc: str):
+    """(indices, model input on `dev`) of `images[indices]`, `batch_size` films at a time."""
+    for start in progress(range(0, len(indices), batch_size), desc):
+        chunk = indices[start : start + batch_size]
+        yield chunk, data.to_input(torch.from_numpy(np.array(images[chunk]))).to(dev)
 
 
-def unet_regions(probs: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Grad-CAM target regions (N, H, W) and where each came from (N,): the post-processed
-    `predicted` mask if non-empty, else the `truth` mask, else `probs` > 0.5, else none."""
-    predicted, truth = np.asarray(predicted, bool), np.asarray(truth, bool)
-    likely = np.asarray(probs) > 0.5
-    regions, sources = np.zeros_like(predicted), np.full(len(predicted), NONE, dtype=object)
-    for k in range(len(predicted)):
-        for mask, source in ((predicted[k], PREDICTION), (truth[k], TRUTH), (likely[k], PROBABILITY)):
-            if mask.any():
-                regions[k], sources[k] = mask, source
-                break
-    return regions, sources
+def _unet_cams(
+    unet: torch.nn.Module,
+    layer: str,
+    post: dict,
+    images: np.ndarray,
+    masks: np.ndarray,
+    indices: np.ndarray,
+    dilate: int,
+    batch_size: int,
+    dev: torch.device,
+    keep_maps: bool = True,
+):
+    """U-Net heat maps (only when `keep_maps`: the metric needs only each image's mass
+    inside its mask, so the positives' maps are never all held), post-processed
+    predictions, target sources and mass inside the dilated mask, batch by batch."""
+    heat, predicted, sources, inside = [], [], [], []
+    for chunk, x in _batches(images, indices, batch_size, dev, "Grad-CAM (U-Net)"):
+        with torch.no_grad():
+            probs = torch.sigmoid(unet(x)).cpu().numpy()[:, 0]
+        pred = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
+        regions, source = gradcam.unet_regions(probs, pred, masks[chunk])
+        target = gradcam.region_logit_sum(torch.from_numpy(regions))
+        cam = gradcam.gradcam(unet, getattr(unet.encoder, layer), x, target)
+        inside.append(gradcam.mass_inside(cam, masks[chunk], dilate))
+        sources.append(source)
+        if keep_maps:
+            heat.append(cam)
+            predicted.append(pred)
+    if not sources:
+        empty = np.zeros((0, *images.shape[1:]))
+        return empty, empty.astype(bool), np.zeros(0, dtype=object), np.zeros(0)
+    if not keep_maps:
+        return None, None, np.concatenate(sources), np.concatenate(inside)
+    return np.concatenate(heat), np.concatenate(predicted), np.concatenate(sources), np.concatenate(inside)
+
+
+def _head_cams(model, layer: str, target, images: np.ndarray, indices: np.ndarray, batch_size: int, dev) -> np.ndarray:
+    """The pretraining head's heat maps (N, H, W) of `images[indices]`."""
+    layer_module = getattr(model.encoder, layer)
+    batches = _batches(images, indices, batch_size, dev, "Grad-CAM (head)")
+    out = [gradcam.gradcam(model, layer_module, x, target) for _, x in batches]
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]))
+
+
+def _grid(
+    images: np.ndarray,
+    masks: np.ndarray,
+    shown: np.ndarray,
+    pred: np.ndarray,
+    unet_heat: np.ndarray,
+    head_heat: np.ndarray | None,
+    head_label: str | None,
+    title: str,
+) -> np.ndarray:
+    """The picture: one row per shown film (radiograph, truth, prediction, U-Net map, head map)."""
+    scale = max(1, 192 // images.shape[1])
+    headers = ["radiograph", "truth (green)", "prediction (red)", "U-Net Grad-CAM"]
+    if head_heat is not None:
+        headers.append(f"head Grad-CAM ({head_label})")
+    grid_rows = []
+    for k, i in enumerate(shown):
+        image = np.asarray(images[i])
+        row = [
+            overlay.outline(image, [], scale),
+            overlay.outline(image, [(masks[i], overlay.TRUTH)], scale),
+            overlay.outline(image, [(pred[k], overlay.PREDICTION)], scale),
+            overlay.heatmap(image, unet_heat[k], scale),
+        ]
+        if head_heat is not None:
+            row.append(overlay.heatmap(image, head_heat[k], scale))
+        grid_rows.append(row)
+    legend = overlay.OUTLINES + overlay.HEAT
+    return overlay.grid(grid_rows, headers=headers, title=title, legend=legend) if grid_rows else overlay.blank()
 
 
 def activation_maps(
@@ -92,40 +158,7 @@ def activation_maps(
     ]
     positive = test[np.concatenate(present)] if present else test
     negative = np.setdiff1d(test, positive)
-
-    def batches(indices, desc="Grad-CAM"):
-        for start in progress(range(0, len(indices), batch_size), desc):
-            chunk = indices[start : start + batch_size]
-            yield chunk, data.to_input(torch.from_numpy(np.array(images[chunk]))).to(dev)
-
-    def unet_cams(indices, keep_maps: bool = True):
-        """U-Net heat maps (only when `keep_maps`: the metric needs only each image's mass
-        inside its mask, so the positives' maps are never all held), post-processed
-        predictions, target sources and mass inside the dilated mask, batch by batch."""
-        heat, predicted, sources, inside = [], [], [], []
-        for chunk, x in batches(indices, "Grad-CAM (U-Net)"):
-            with torch.no_grad():
-                probs = torch.sigmoid(unet(x)).cpu().numpy()[:, 0]
-            pred = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"])
-            regions, source = unet_regions(probs, pred, masks[chunk])
-            target = gradcam.region_logit_sum(torch.from_numpy(regions))
-            cam = gradcam.gradcam(unet, getattr(unet.encoder, layer), x, target)
-            inside.append(gradcam.mass_inside(cam, masks[chunk], dilate))
-            sources.append(source)
-            if keep_maps:
-                heat.append(cam)
-                predicted.append(pred)
-        if not sources:
-            empty = np.zeros((0, *images.shape[1:]))
-            return empty, empty.astype(bool), np.zeros(0, dtype=object), np.zeros(0)
-        if not keep_maps:
-            return None, None, np.concatenate(sources), np.concatenate(inside)
-        return np.concatenate(heat), np.concatenate(predicted), np.concatenate(sources), np.concatenate(inside)
-
-    def head_cams(model, indices, target):
-        layer_module = getattr(model.encoder, layer)
-        out = [gradcam.gradcam(model, layer_module, x, target) for _, x in batches(indices, "Grad-CAM (head)")]
-        return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]))
+    unet_cams = partial(_unet_cams, unet, layer, post, images, masks, dilate=dilate, batch_size=batch_size, dev=dev)
 
     _, _, sources_pos, inside = unet_cams(positive, keep_maps=False)
     result = {
@@ -133,37 +166,22 @@ def activation_maps(
         "layer": layer,
         "positive_test_images": int(len(positive)),
         "activation_mass_inside_mask": float(inside.mean()) if len(inside) else float("nan"),
-        "target_prediction_images": int((sources_pos == PREDICTION).sum()),
-        "target_truth_images": int((sources_pos == TRUTH).sum()),
+        "target_prediction_images": int((sources_pos == gradcam.PREDICTION).sum()),
+        "target_truth_images": int((sources_pos == gradcam.TRUTH).sum()),
     }
 
     shown = overlay.pick_films(positive, negative, n_images, seed)
     heads, head_target = _head_model(encoder_path, head_path, variant, classes, dev)
     unet_heat, pred, _, _ = unet_cams(shown)
-    head_heat = head_cams(heads, shown, head_target) if heads is not None else None
-    scale = max(1, 192 // images.shape[1])
-    headers = ["radiograph", "truth (green)", "prediction (red)", "U-Net Grad-CAM"]
-    if head_heat is not None:
-        headers.append(f"head Grad-CAM ({initialisations.get(variant).pretraining.gradcam_label})")
+    head_heat, head_label = None, None
+    if heads is not None:
+        head_heat = _head_cams(heads, layer, head_target, images, shown, batch_size, dev)
+        head_label = initialisations.get(variant).pretraining.gradcam_label
     title = (
         f"activation maps: {variant}, layer {layer}, mass inside mask {result['activation_mass_inside_mask']:.3f}"
         " (U-Net target: logits in the prediction, else the truth, else p>0.5)"
     )
-    grid_rows = []
-    for k, i in enumerate(shown):
-        image = np.asarray(images[i])
-        row = [
-            overlay.outline(image, [], scale),
-            overlay.outline(image, [(masks[i], overlay.TRUTH)], scale),
-            overlay.outline(image, [(pred[k], overlay.PREDICTION)], scale),
-            overlay.heatmap(image, unet_heat[k], scale),
-        ]
-        if head_heat is not None:
-            row.append(overlay.heatmap(image, head_heat[k], scale))
-        grid_rows.append(row)
     grid_path.parent.mkdir(parents=True, exist_ok=True)
-    legend = overlay.OUTLINES + overlay.HEAT
-    picture = overlay.grid(grid_rows, headers=headers, title=title, legend=legend) if grid_rows else overlay.blank()
-    cv2.imwrite(str(grid_path), picture)
+    cv2.imwrite(str(grid_path), _grid(images, masks, shown, pred, unet_heat, head_heat, head_label, title))
     metrics_path.write_text(json.dumps(result, indent=1) + "\n")
     return result

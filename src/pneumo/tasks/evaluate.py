@@ -50,6 +50,61 @@ class Shown:
         return (self.kept[True] + self.kept[False])[: self.n]
 
 
+def _tune(
+    model,
+    images: np.ndarray,
+    masks: np.ndarray,
+    val_idx: np.ndarray,
+    dev,
+    batch_size: int,
+    tops: list[float],
+    areas: list[int],
+    bottoms: list[float],
+) -> tuple[dict, np.ndarray]:
+    """The post-processing (top, min_area, bottom) with the best SIIM Dice on the validation
+    split, with its score, and each validation image's true pixel count."""
+    thresholds = sorted(set(tops) | set(bottoms))
+    above, hits, val_true = [], [], []
+    for idx, probs in iter_probs(model, images, val_idx, dev, batch_size, desc="evaluate: validation split"):
+        truth = masks[idx]
+        a, h = metrics.threshold_counts(probs, truth, thresholds)
+        above.append(a)
+        hits.append(h)
+        val_true.append(truth.reshape(len(truth), -1).sum(1, dtype=np.int64))
+    if not len(val_idx):
+        return {"score": float("nan"), "top": 0.5, "min_area": 1, "bottom": 0.5}, np.zeros(0, np.int64)
+    val_true = np.concatenate(val_true)
+    tuned = metrics.best_postprocess(
+        np.concatenate(above), np.concatenate(hits), val_true, thresholds, tops, areas, bottoms
+    )
+    return tuned, val_true
+
+
+def _score(
+    model,
+    images: np.ndarray,
+    masks: np.ndarray,
+    test_idx: np.ndarray,
+    dev,
+    batch_size: int,
+    post: dict,
+    threshold: float,
+    shown: Shown,
+) -> tuple[dict, dict, np.ndarray]:
+    """Per test image: pixel counts of the post-processed prediction and of the gate-free one
+    (pixels above `threshold`), and the presence score (the highest probability); `shown`
+    keeps the overlay plot's images."""
+    counts, ungated, scores = [], [], []
+    for idx, probs in iter_probs(model, images, test_idx, dev, batch_size, desc="evaluate: test split"):
+        pred, truth = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"]), masks[idx]
+        counts.append(metrics.pixel_counts(pred, truth))
+        ungated.append(metrics.pixel_counts(probs > threshold, truth))
+        scores.append(probs.reshape(len(probs), -1).max(1))
+        shown.offer(idx, pred, truth)
+    score = np.concatenate(scores) if scores else np.zeros(0)
+    return metrics.concat_counts(counts), metrics.concat_counts(ungated), score
+
+
 def evaluate(
     *,
     model_path: Path,
@@ -79,31 +134,10 @@ def evaluate(
     size = images.shape[1]
     areas = metrics.min_areas(min_area_fractions, size)
     # both splits stream batch by batch: per-image counts are kept, never the probabilities
-    thresholds = sorted(set(tops) | set(bottoms))
-    above, hits, val_true = [], [], []
-    for idx, probs in iter_probs(model, images, val_idx, dev, batch_size, desc="evaluate: validation split"):
-        truth = masks[idx]
-        a, h = metrics.threshold_counts(probs, truth, thresholds)
-        above.append(a)
-        hits.append(h)
-        val_true.append(truth.reshape(len(truth), -1).sum(1, dtype=np.int64))
-    tuned = (
-        metrics.best_postprocess(
-            np.concatenate(above), np.concatenate(hits), np.concatenate(val_true), thresholds, tops, areas, bottoms
-        )
-        if len(val_idx)
-        else {"score": float("nan"), "top": 0.5, "min_area": 1, "bottom": 0.5}
-    )
+    tuned, val_true = _tune(model, images, masks, val_idx, dev, batch_size, tops, areas, bottoms)
     post = {"top": tuned["top"], "min_area": tuned["min_area"], "bottom": tuned["bottom"], "image_size": size}
-    counts, ungated, scores, shown = [], [], [], Shown(n_overlays)
-    for idx, probs in iter_probs(model, images, test_idx, dev, batch_size, desc="evaluate: test split"):
-        pred, truth = metrics.postprocess(probs, post["top"], post["min_area"], post["bottom"]), masks[idx]
-        counts.append(metrics.pixel_counts(pred, truth))
-        ungated.append(metrics.pixel_counts(probs > threshold, truth))
-        scores.append(probs.reshape(len(probs), -1).max(1))
-        shown.offer(idx, pred, truth)
-    counts, ungated = metrics.concat_counts(counts), metrics.concat_counts(ungated)
-    score = np.concatenate(scores) if scores else np.zeros(0)
+    shown = Shown(n_overlays)
+    counts, ungated, score = _score(model, images, masks, test_idx, dev, batch_size, post, threshold, shown)
     test = metrics.report_from_counts(counts, score)
     positive = counts["mask_pixels"] > 0
     test["dice_positive"] = metrics.report_from_counts(ungated, score)["dice_positive"]
@@ -130,7 +164,7 @@ def evaluate(
     _plots(plots_dir, counts["mask_pixels"] > 0, score, images, shown, title)
     leakage = json.loads(prepare_cxr14_metrics.read_text())
     synthetic = bool(rows) and all(r["image_id"].startswith(dicom.SYNTHETIC_UID_ROOT) for r in rows)
-    val_empty = float(np.mean(np.concatenate(val_true) == 0)) if len(val_idx) else float("nan")
+    val_empty = float(np.mean(val_true == 0)) if len(val_idx) else float("nan")
     card = {**result, "all_empty": _empty_baseline(counts["mask_pixels"]), "val_all_empty": val_empty}
     card_path.write_text(card_text(meta, card, rows, leakage, synthetic))
     return result

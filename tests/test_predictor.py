@@ -1,6 +1,7 @@
-"""`pneumo.load_model(path)`: a model folder as a Python object whose `predict` takes a film (a
-2-D array or a DICOM file) and gives its mask and probability map at the film's geometry, the
-same mask `pneumo predict` writes; a model trained on the phantoms warns once on real films."""
+"""core/predictor.py, `pneumo.load_model(path)`: a model folder as a Python object whose
+`predict` takes a film (a 2-D array or a DICOM file) and gives its mask and probability map at
+the film's geometry, the same mask `pneumo predict` writes; a model trained on the phantoms
+warns once on real films."""
 
 import logging
 import shutil
@@ -190,3 +191,18 @@ def test_algorithm_identifies_weights_and_thresholds(model_dir, tmp_path):
     post.write_text(post.read_text().replace('"min_area": 1', '"min_area": 2'))
     other = pneumo.load_model(tmp_path / "other", device="cpu").algorithm
     assert other.version != first.version and other.parameters["min_area"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (np.array([[0, 7], [200, 255]], np.uint8), [[0, 7], [200, 255]]),  # 8-bit as it is
+        (np.array([[100, 300], [500, 4195]], np.uint16), [[0, 12], [25, 255]]),  # over its own range
+        (np.array([[-1.0, 0.0], [0.5, 1.0]]), [[0, 128], [191, 255]]),  # rounded to the nearest level
+        (np.array([[-5, -5], [-5, -5]], np.int16), [[0, 0], [0, 0]]),  # a constant film is 0
+        (np.array([[3, 5]], np.int64), [[0, 255]]),  # one row
+    ],
+)
+def test_as_display_scales_any_numbers_over_their_own_range(image, expected):
+    shown = predictor.as_display(image)
+    assert shown.dtype == np.uint8 and shown.tolist() == expected

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from pneumo.core import data, dist, inference, loop
+from pneumo.core import data, dist, inference
 from pneumo.formats import prepared
 from pneumo.tasks import synthesize
 
@@ -115,7 +115,7 @@ EXACT = """
 import os, sys
 import numpy as np, torch
 from segmentation_models_pytorch.losses import DiceLoss
-from pneumo.core import data, dist, loop, runtime
+from pneumo.core import data, dist, inference, loop, runtime
 runtime.seed_everything(0)
 rt = runtime.start("cpu")
 model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1))
@@ -128,7 +128,7 @@ generator = torch.Generator().manual_seed(0)
 batch_fn = lambda b: data.augment(data.to_input(b[0]), b[1][:, None].float(), generator)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
 losses = [loop.train_one_epoch(step, DiceLoss("binary"), optimizer, feed, batch_fn, rt, e) for e in range(3)]
-outputs = loop.run_model(model, data.loader(data.Arrays(images, None, np.arange(13)), 4, rt=rt), rt)
+outputs = inference.run_model(model, data.loader(data.Arrays(images, None, np.arange(13)), 4, rt=rt), rt)
 result = {"weights": model.state_dict(), "losses": losses, "outputs": outputs, "world": dist.world()}
 result["per_node"] = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
 torch.save(result, f"{sys.argv[1]}.{dist.rank()}")
@@ -223,4 +223,4 @@ def test_shard_gives_each_process_its_slice_of_every_global_batch():
     small = data.loader(data.Arrays(np.zeros((3, 2, 2), np.uint8), None, np.arange(3)), 4, train=True)
     assert [len(b[0]) for b in small] == [3]  # less than one batch: that batch, not nothing
     empty = data.loader(data.Arrays(np.zeros((3, 2, 2), np.uint8), None, np.arange(0)), 4)
-    assert loop.run_model(torch.nn.Identity(), empty, torch.device("cpu")).numel() == 0  # an empty split
+    assert inference.run_model(torch.nn.Identity(), empty, torch.device("cpu")).numel() == 0  # an empty split

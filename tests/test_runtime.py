@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo.core import data, loop, models, runtime, validation
+from pneumo.core import data, inference, loop, models, runtime, validation
 from pneumo.tasks import train_unet
 
 
@@ -29,7 +29,7 @@ def test_bf16_autocast_and_channels_last_train_the_same_model_as_fp32():
         feed = data.loader(data.Arrays(images, masks, np.arange(16)), 8, order=order, train=True, rt=rt)
         batch_fn = train_unet.batches(rt, torch.Generator().manual_seed(0))
         losses = [loop.train_one_epoch(rt.wrap(model), criterion, optimizer, feed, batch_fn, rt, e) for e in range(2)]
-        outputs = loop.run_model(model, data.loader(data.Arrays(images, None, np.arange(16)), 8), rt)
+        outputs = inference.run_model(model, data.loader(data.Arrays(images, None, np.arange(16)), 8), rt)
         assert outputs.dtype == torch.float32 and outputs.shape == (16, 1, 32, 32)
         results[amp] = losses, outputs
     (fp32_losses, fp32_out), (bf16_losses, bf16_out) = results[False], results[True]

@@ -1,18 +1,21 @@
-"""Trained models back from their checkpoints, and batched inference over prepared
-arrays: what evaluation, prediction, clustering and activation maps share."""
+"""Trained models back from their checkpoints, and batched inference over a loader or over
+prepared arrays: what validation, evaluation, prediction, clustering and activation maps
+share. It does not import the training loop (`core.loop`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from pneumo.core import data, loop, models
+from pneumo.core import data, dist, models
 from pneumo.core.runtime import Runtime
+from pneumo.progress import progress
 
 
 def load_unet(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
@@ -31,6 +34,42 @@ def load_unet(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     return model.to(device).eval(), meta
 
 
+@torch.no_grad()
+def iter_model(
+    model: nn.Module,
+    loader: DataLoader,
+    rt: Runtime | torch.device,
+    fn: Callable | None = None,
+    desc: str = "inference",
+) -> Iterator[torch.Tensor]:
+    """Apply `fn(model, inputs)` (default: model(inputs)) over a loader, yielding each
+    batch's outputs on CPU in the loader's order, so a caller can reduce them as they come
+    instead of holding a whole split. Under torchrun each process runs its slice of each
+    batch and every process gets all outputs (the padding of the last batch dropped)."""
+    rt = rt if isinstance(rt, Runtime) else Runtime(rt)
+    model.eval()
+    left = len(loader.sampler.order)
+    for images, _ in progress(loader, desc):
+        inputs = rt.inputs(data.to_input(images).to(rt.device, non_blocking=True))
+        with rt.autocast():
+            out = fn(model, inputs) if fn else model(inputs)
+        out = dist.gather(out.float()).cpu()[:left]
+        left -= len(out)
+        yield out
+
+
+def run_model(
+    model: nn.Module,
+    loader: DataLoader,
+    rt: Runtime | torch.device,
+    fn: Callable | None = None,
+    desc: str = "inference",
+) -> torch.Tensor:
+    """`iter_model`'s outputs concatenated: for outputs small per image (latents, logits)."""
+    outputs = list(iter_model(model, loader, rt, fn, desc))
+    return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
 def iter_probs(
     model: nn.Module,
     images: np.ndarray,
@@ -43,7 +82,7 @@ def iter_probs(
     `indices`: host memory holds one batch, whatever the size of the split."""
     feed = data.loader(data.Arrays(images, None, indices), batch_size)
     done = 0
-    for out in loop.iter_model(model, feed, rt, desc=desc):
+    for out in iter_model(model, feed, rt, desc=desc):
         probs = torch.sigmoid(out)[:, 0].numpy()
         yield np.asarray(indices)[done : done + len(probs)], probs
         done += len(probs)
@@ -76,5 +115,5 @@ def encoder_features(path: Path, images: np.ndarray, device: torch.device, batch
     encoder = models.build_encoder(1)
     models.load_encoder_into(encoder, path)
     feed = data.loader(data.Arrays(images, None, np.arange(len(images))), batch_size)
-    pooled = loop.run_model(encoder.to(device), feed, device, lambda m, x: m(x)[-1].mean(dim=(2, 3)), desc="features")
+    pooled = run_model(encoder.to(device), feed, device, lambda m, x: m(x)[-1].mean(dim=(2, 3)), desc="features")
     return pooled.numpy()

@@ -1,8 +1,10 @@
-"""The one visible training loop every training stage runs (autoencoder, ssl, encoder
-pretraining, U-Net: `train_one_epoch`), the epoch loop with the plateau stop of the stages that
-keep their best epoch (`fit`; the U-Net's own adds the frozen first epochs), inference over a
-loader, and the dvclive logger of a stage, which also leaves one log line per epoch (epoch,
-losses, validation scores, seconds)."""
+"""The training loop of every training stage (train_autoencoder, train_ssl, pretrain_encoder,
+train_unet): one visible pass over the data (`train_one_epoch`), the epoch loop with the
+plateau stop that keeps the best epoch (`fit`; a U-Net's frozen-encoder epochs are trained but
+never kept), the end every stage shares (`train_and_save`: checkpoint, `fit`, the kept weights
+saved by the main process), and the dvclive logger of a stage, which also leaves one log line
+per epoch (epoch, losses, validation scores, seconds). Inference over a loader lives in
+`core.inference`, which does not need the training loop."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,6 @@ from torch.utils.data import DataLoader
 
 from pneumo.core import dist
 from pneumo.core.checkpoints import Checkpoint
-from pneumo.core.data import to_input
 from pneumo.core.runtime import Runtime
 from pneumo.progress import progress
 
@@ -117,33 +118,73 @@ class Plateau:
         }
 
 
+@dataclass
+class Training:
+    """What a training stage's epochs run (torchvision's `train_one_epoch(model, criterion,
+    optimizer, data_loader, ...)`): `model`, whose weights are kept and saved; `step`, what
+    takes the steps (`rt.wrap(model)`: DDP under torchrun, compiled if set; a `before_epoch`
+    hook of `fit` may rebuild it); the loss, the optimiser and its learning-rate scheduler
+    (`plateau_scheduler` steps with the epoch's loss, any other once an epoch), the training
+    loader and `batch_fn(batch) -> (inputs, targets)` on the device."""
+
+    model: nn.Module
+    step: nn.Module | None
+    criterion: Callable
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+    data: DataLoader
+    batch_fn: Callable
+    rt: Runtime
+
+    def epoch(self, epoch: int) -> float:
+        """One epoch (`train_one_epoch`): its mean training loss."""
+        return train_one_epoch(self.step, self.criterion, self.optimizer, self.data, self.batch_fn, self.rt, epoch)
+
+    def checkpoint(self, path: Path, fingerprint: dict, resume: bool, **stateful) -> Checkpoint:
+        """The run's epoch checkpoint: the model, the optimiser, the scheduler and `stateful`
+        (samplers, augmentation generators), resumed only if made with `fingerprint`."""
+        return Checkpoint(
+            path, fingerprint, resume, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, **stateful
+        )
+
+
 def fit(
-    model: nn.Module,
-    train_epoch: Callable[[int], float],
+    training: Training,
     validate: Callable[[], tuple[dict, dict]] | None,
     *,
     checkpoint: Checkpoint,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau,
     plateau: Plateau,
     live_dir: Path,
+    before_epoch: Callable[[int], None] | None = None,
+    unkept_epochs: int = 0,
+    last_without_validation: bool = False,
+    summary: dict | None = None,
 ) -> tuple[dict, dict, dict]:
-    """The epoch loop of the stages that keep their lowest-validation-loss epoch
-    (train_autoencoder, pretrain_encoder, train_ssl): resume from `checkpoint`, then per epoch
-    `train_epoch(epoch)` (its mean training loss) and `validate()` (`{"loss": ..., other
-    scores}` logged as `val/<name>`, and entries for the dvclive summary; None or an empty
-    dict: no validation split, the training loss decides), keep the best weights, step the
-    learning-rate `scheduler` (`plateau_scheduler` with the epoch's loss, any other once an
-    epoch) and stop at `plateau` (`Plateau.max_epochs` at most). Returns
-    (best {"epoch", "val_loss"}, its state dict, the last epoch's values); the run's
-    summary names the selected epoch and the plateau verdict."""
+    """The epoch loop of every training stage: resume from `checkpoint`, then per epoch
+    `before_epoch(epoch)` (a hook, e.g. train_unet's encoder freezing), `training.epoch`
+    (its mean training loss) and `validate()` (`{"loss": ..., other scores}` logged as
+    `val/<name>`, and entries for the dvclive summary; None or an empty dict: no validation
+    split). The epoch's loss is the validation loss, or without one the training loss: it
+    steps the scheduler and feeds `plateau`, which stops the run (after `unkept_epochs` +
+    `Plateau.max_epochs` epochs at most). The first `unkept_epochs` epochs train but are
+    never kept, and neither the scheduler nor the rule sees them (a U-Net's frozen-encoder
+    epochs). Of the others the one with the lowest loss is kept; with
+    `last_without_validation`, a run without a validation split keeps its last epoch (with
+    a NaN validation loss) instead of its lowest training loss. The run's dvclive summary
+    names the kept epoch (`selected`), the plateau verdict with the epochs run, and then
+    `summary`'s entries. Returns (kept {"epoch", "val_loss"}, its state dict, the last
+    epoch's values)."""
     start, saved = checkpoint.restore()
     plateau.history = saved.get("history", [])
     best = saved.get("best", {"epoch": -1, "val_loss": math.inf})
-    best_state = saved.get("best_state") or copy.deepcopy(model.state_dict())
-    last = saved.get("last", {})
+    best_state = saved.get("best_state") or copy.deepcopy(training.model.state_dict())
+    last, epochs = saved.get("last", {}), start
     with live(live_dir, start) as logger:
-        for epoch in range(start, 0 if saved.get("stopped") else plateau.max_epochs):  # stopped: killed when done
-            last = {"train_loss": float(train_epoch(epoch))}
+        stopped = saved.get("stopped")  # a run killed after it finished, before its outputs were written
+        for epoch in range(start, 0 if stopped else unkept_epochs + plateau.max_epochs):
+            if before_epoch:
+                before_epoch(epoch)
+            last = {"train_loss": float(training.epoch(epoch))}
             logger.log_metric("train/loss", last["train_loss"])
             scores, details = validate() if validate else ({}, {})
             for name, value in scores.items():
@@ -151,21 +192,40 @@ def fit(
                 logger.log_metric(f"val/{name}", value)
             logger.summary.update(details)
             logger.next_step()
-            val_loss = last.get("val_loss", last["train_loss"])
-            if val_loss < best["val_loss"] or best["epoch"] < 0:
-                best, best_state = {"epoch": epoch, "val_loss": val_loss}, copy.deepcopy(model.state_dict())
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(val_loss)
-            else:
-                scheduler.step()
-            stop = plateau.update(val_loss)
+            epochs, stop = epoch + 1, False
+            if epoch >= unkept_epochs:
+                loss = last.get("val_loss", last["train_loss"])
+                unvalidated_last = last_without_validation and "val_loss" not in last
+                if unvalidated_last or loss < best["val_loss"] or best["epoch"] < 0:
+                    best = {"epoch": epoch, "val_loss": math.nan if unvalidated_last else loss}
+                    best_state = copy.deepcopy(training.model.state_dict())
+                if isinstance(training.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    training.scheduler.step(loss)
+                else:
+                    training.scheduler.step()
+                stop = plateau.update(loss)
             checkpoint.save(epoch, last=last, history=plateau.history, best=best, best_state=best_state, stopped=stop)
             if stop:
                 break
         logger.summary["selected"] = best
-        logger.summary["plateau"] = {**plateau.summary(), "epochs": len(plateau.history), "best_epoch": best["epoch"]}
+        logger.summary["plateau"] = {**plateau.summary(), "epochs": epochs, "best_epoch": best["epoch"]}
+        logger.summary.update(summary or {})
     checkpoint.finish()
     return best, best_state, last
+
+
+def train_and_save(
+    training: Training, validate: Callable[[], tuple[dict, dict]] | None, save: Callable[[dict], None], **fit_args
+) -> tuple[dict, dict]:
+    """A training stage's run: `fit(training, validate, **fit_args)`, the kept epoch's
+    weights loaded into the model, and `save(kept {"epoch", "val_loss"})` on the main
+    process only (under torchrun every process trains, one writes). Returns (the kept
+    epoch, the last epoch's values)."""
+    best, best_state, last = fit(training, validate, **fit_args)
+    training.model.load_state_dict(best_state)
+    if dist.is_main():
+        save(best)
+    return best, last
 
 
 def plateau_scheduler(optimizer: torch.optim.Optimizer, min_delta: float):
@@ -174,42 +234,6 @@ def plateau_scheduler(optimizer: torch.optim.Optimizer, min_delta: float):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=0.5, patience=0, threshold=min_delta, threshold_mode="rel"
     )
-
-
-@torch.no_grad()
-def iter_model(
-    model: nn.Module,
-    data: DataLoader,
-    rt: Runtime | torch.device,
-    fn: Callable | None = None,
-    desc: str = "inference",
-) -> Iterator[torch.Tensor]:
-    """Apply `fn(model, inputs)` (default: model(inputs)) over a loader, yielding each
-    batch's outputs on CPU in the loader's order, so a caller can reduce them as they come
-    instead of holding a whole split. Under torchrun each process runs its slice of each
-    batch and every process gets all outputs (the padding of the last batch dropped)."""
-    rt = rt if isinstance(rt, Runtime) else Runtime(rt)
-    model.eval()
-    left = len(data.sampler.order)
-    for images, _ in progress(data, desc):
-        inputs = rt.inputs(to_input(images).to(rt.device, non_blocking=True))
-        with rt.autocast():
-            out = fn(model, inputs) if fn else model(inputs)
-        out = dist.gather(out.float()).cpu()[:left]
-        left -= len(out)
-        yield out
-
-
-def run_model(
-    model: nn.Module,
-    data: DataLoader,
-    rt: Runtime | torch.device,
-    fn: Callable | None = None,
-    desc: str = "inference",
-) -> torch.Tensor:
-    """`iter_model`'s outputs concatenated: for outputs small per image (latents, logits)."""
-    outputs = list(iter_model(model, data, rt, fn, desc))
-    return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
 def live(directory: Path, start: int = 0):

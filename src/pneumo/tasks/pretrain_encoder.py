@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pneumo.core import checkpoints, data, dist, initialisations, loop, models, runtime
+from pneumo.core import checkpoints, data, inference, initialisations, loop, models, runtime
 from pneumo.formats.prepared import load_prepared, split_indices
 
 
@@ -76,34 +76,17 @@ def pretrain_encoder(
     def validate():
         if not len(val_idx):
             return {}, {}
-        logits = loop.run_model(model, val_data, rt, desc="validation")
+        logits = inference.run_model(model, val_data, rt, desc="validation")
         truth = torch.from_numpy(targets[val_idx])
         scores, details = pretraining.scores(logits, truth, classes)
         return {"loss": float(criterion(logits, truth)), **scores}, details
 
-    checkpoint = checkpoints.Checkpoint(
-        checkpoint_path,
-        fingerprint,
-        resume,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        order=order.generator,
-        augment=generator,
-    )
-    best, best_state, last = loop.fit(
-        model,
-        lambda epoch: loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch),
-        validate,
-        checkpoint=checkpoint,
-        scheduler=scheduler,
-        plateau=loop.Plateau(patience, min_delta, max_epochs),
-        live_dir=live_dir,
-    )
-    if not dist.is_main():
-        return last
-    model.load_state_dict(best_state)
-    models.save_checkpoint(out_path, model.encoder, **meta, selected_epoch=best["epoch"])
-    # the head is kept apart (Grad-CAM of the pretraining target); the U-Net loads only the encoder
-    models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=True)
-    return last
+    def save(best):
+        models.save_checkpoint(out_path, model.encoder, **meta, selected_epoch=best["epoch"])
+        # the head is kept apart (Grad-CAM of the pretraining target); the U-Net loads only the encoder
+        models.save_checkpoint(head_path, model.head, kind="head", source=target, trained=True)
+
+    training = loop.Training(model, step, criterion, optimizer, scheduler, train_data, batch_fn, rt)
+    checkpoint = training.checkpoint(checkpoint_path, fingerprint, resume, order=order.generator, augment=generator)
+    plateau = loop.Plateau(patience, min_delta, max_epochs)
+    return loop.train_and_save(training, validate, save, checkpoint=checkpoint, plateau=plateau, live_dir=live_dir)[1]

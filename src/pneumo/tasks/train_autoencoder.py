@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pneumo.core import checkpoints, data, dist, loop, models, overlay, runtime
+from pneumo.core import checkpoints, data, dist, inference, loop, models, overlay, runtime
 from pneumo.formats.prepared import load_prepared, split_indices
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
@@ -82,45 +82,29 @@ def train_autoencoder(
     def validate():  # no validation split: the training loss decides
         if not len(val_idx):
             return {}, {}
-        return {"loss": float(loop.run_model(model, val_data, rt, per_image_loss, desc="validation").mean())}, {}
+        return {"loss": float(inference.run_model(model, val_data, rt, per_image_loss, desc="validation").mean())}, {}
 
-    checkpoint = checkpoints.Checkpoint(
-        checkpoint_path,
-        {**(params or {}), "seed": seed, "inputs": checkpoints.fingerprint(images_dir)},
-        resume,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        order=order.generator,
-        hide=generator,
-    )
-    _, best_state, last = loop.fit(
-        model,
-        lambda epoch: loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch),
-        validate,
-        checkpoint=checkpoint,
-        scheduler=scheduler,
-        plateau=loop.Plateau(patience, min_delta, max_epochs),
-        live_dir=live_dir,
-    )
-    model.load_state_dict(best_state)
-    if not dist.is_main():
-        return last
-    meta = {"kind": "autoencoder", "arch": arch, "model_args": model_args, "params": params or {}}
-    models.save_checkpoint(model_path, model, **meta)
-    encoder_name = models.ENCODER if arch == "resnet34" else f"autoencoder-{arch}"
-    models.save_checkpoint(
-        encoder_path,
-        model.encoder,
-        kind="encoder",
-        encoder=encoder_name,
-        in_channels=1,
-        source="autoencoder",
-        pretrained=True,
-    )
-    held_out = len(val_idx) > 0
-    _reconstruction_grid(model, images, val_idx if held_out else train_idx, rt.device, reconstructions, held_out)
-    return last
+    def save(_best):
+        meta = {"kind": "autoencoder", "arch": arch, "model_args": model_args, "params": params or {}}
+        models.save_checkpoint(model_path, model, **meta)
+        encoder_name = models.ENCODER if arch == "resnet34" else f"autoencoder-{arch}"
+        models.save_checkpoint(
+            encoder_path,
+            model.encoder,
+            kind="encoder",
+            encoder=encoder_name,
+            in_channels=1,
+            source="autoencoder",
+            pretrained=True,
+        )
+        held_out = len(val_idx) > 0
+        _reconstruction_grid(model, images, val_idx if held_out else train_idx, rt.device, reconstructions, held_out)
+
+    training = loop.Training(model, step, criterion, optimizer, scheduler, train_data, batch_fn, rt)
+    fingerprint = {**(params or {}), "seed": seed, "inputs": checkpoints.fingerprint(images_dir)}
+    checkpoint = training.checkpoint(checkpoint_path, fingerprint, resume, order=order.generator, hide=generator)
+    plateau = loop.Plateau(patience, min_delta, max_epochs)
+    return loop.train_and_save(training, validate, save, checkpoint=checkpoint, plateau=plateau, live_dir=live_dir)[1]
 
 
 def _reconstruction_grid(model, images, indices, device, path: Path, held_out: bool, n: int = 8) -> None:

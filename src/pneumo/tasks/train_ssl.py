@@ -201,38 +201,22 @@ def train_ssl(
                 z.append(dist.gather(model(pairs.to(rt.device, non_blocking=True)).float()).cpu())
         return {"loss": float(criterion(torch.cat(z)[: len(val_idx)]))}, {}  # torchrun pads the last batch
 
-    checkpoint = checkpoints.Checkpoint(
-        checkpoint_path,
-        {**(params or {}), "seed": seed, "inputs": checkpoints.fingerprint(images_dir)},
-        resume,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        order=order.order.generator,
-        epochs=order,
-    )
-    best, best_state, last = loop.fit(
-        model,
-        lambda epoch: loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch),
-        validate,
-        checkpoint=checkpoint,
-        scheduler=scheduler,
-        plateau=loop.Plateau(patience, min_delta, max_epochs),
-        live_dir=live_dir,
-    )
-    if not dist.is_main():
-        return last
-    model.load_state_dict(best_state)
-    models.save_checkpoint(
-        out_path,
-        model.encoder,
-        kind="encoder",
-        encoder=models.ENCODER,
-        in_channels=1,
-        source="ssl",
-        method="VICReg (lightly)",
-        pretrained=True,
-        selected_epoch=best["epoch"],
-        params=params or {},
-    )
-    return last
+    def save(best):
+        models.save_checkpoint(
+            out_path,
+            model.encoder,
+            kind="encoder",
+            encoder=models.ENCODER,
+            in_channels=1,
+            source="ssl",
+            method="VICReg (lightly)",
+            pretrained=True,
+            selected_epoch=best["epoch"],
+            params=params or {},
+        )
+
+    training = loop.Training(model, step, criterion, optimizer, scheduler, train_data, batch_fn, rt)
+    fingerprint = {**(params or {}), "seed": seed, "inputs": checkpoints.fingerprint(images_dir)}
+    checkpoint = training.checkpoint(checkpoint_path, fingerprint, resume, order=order.order.generator, epochs=order)
+    plateau = loop.Plateau(patience, min_delta, max_epochs)
+    return loop.train_and_save(training, validate, save, checkpoint=checkpoint, plateau=plateau, live_dir=live_dir)[1]

@@ -7,7 +7,6 @@ pretrained encoder is frozen at first: the random `none` encoder trains from the
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,76 +75,68 @@ def train_unet(
     sampler = data.positive_share_sampler(positive, positive_share, seed, samples=len(split_indices(rows, "train")))
     train_data = data.loader(data.Arrays(images, masks, train_idx), batch_size, order=sampler, train=True, rt=rt)
     generator = torch.Generator().manual_seed(seed)
-    batch_fn = batches(rt, generator)
+    # the step is built by `freeze_encoder` at the first epoch run
+    training = loop.Training(model, None, criterion, optimizer, scheduler, train_data, batches(rt, generator), rt)
 
-    first_selectable = min(freeze_encoder_epochs, max_epochs - 1)  # a frozen-encoder epoch is never kept
-    # the rule counts only epochs that may be kept (the encoder trains)
-    plateau = loop.Plateau(patience, min_delta, max_epochs - first_selectable)
-    checkpoint = checkpoints.Checkpoint(
-        checkpoint_path,
-        {**(params or {}), "variant": variant, "inputs": checkpoints.fingerprint(encoder_path, siim_dir)},
-        resume,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        sampler=sampler.generator,
-        augment=generator,
-    )
-    start, saved = checkpoint.restore()
-    best = saved.get("best", {"epoch": -1, "val_loss": float("inf")})
-    best_state = saved.get("best_state", copy.deepcopy(model.state_dict()))
-    plateau.history = saved.get("history", [])
-    step, frozen, epoch = None, None, start - 1
-    with loop.live(live_dir, start) as live:
-        for epoch in range(start, 0 if saved.get("stopped") else max_epochs):  # stopped: killed after converging
-            # train only the decoder first: a random decoder's gradients would wreck a pretrained encoder
-            if frozen != (epoch < freeze_encoder_epochs):
-                frozen = epoch < freeze_encoder_epochs
-                for p in model.encoder.parameters():
-                    p.requires_grad_(not frozen)
-                step = rt.wrap(model)  # DDP registers the trainable parameters when built
-            loss = loop.train_one_epoch(step, criterion, optimizer, train_data, batch_fn, rt, epoch)
-            live.log_metric("train/loss", loss)
-            val_loss = float("nan")
-            if len(val_idx):
-                validation = validate(model, criterion, images, masks, val_idx, rt, batch_size)
-                val_loss = validation.loss()
-                live.log_metric("val/loss", val_loss)
-                for name, value in validation.scores().items():
-                    live.log_metric(f"val/{name}", value)
-            live.next_step()
-            candidate = not len(val_idx) or best["epoch"] < first_selectable or val_loss < best["val_loss"]
-            if epoch >= first_selectable and candidate:
-                best = {"epoch": epoch, "val_loss": val_loss}
-                best_state = copy.deepcopy(model.state_dict())
-            stop = False
-            if epoch >= first_selectable:
-                scheduler.step(val_loss if len(val_idx) else loss)
-                stop = plateau.update(val_loss if len(val_idx) else loss)
-            checkpoint.save(epoch, best=best, best_state=best_state, history=plateau.history, stopped=stop)
-            if stop:
-                break
+    def scores():
+        if not len(val_idx):
+            return {}, {}
+        validation = validate(model, criterion, images, masks, val_idx, rt, batch_size)
+        return {"loss": validation.loss(), **validation.scores()}, {}
+
+    unkept = min(freeze_encoder_epochs, max_epochs - 1)  # a frozen-encoder epoch is never kept
+    fingerprint = {**(params or {}), "variant": variant, "inputs": checkpoints.fingerprint(encoder_path, siim_dir)}
+    checkpoint = training.checkpoint(checkpoint_path, fingerprint, resume, sampler=sampler.generator, augment=generator)
+    best, _ = loop.train_and_save(
+        training,
+        scores,
+        lambda best: save(out_path, model, best, variant, int(images.shape[1]), rt, params or {}),
+        checkpoint=checkpoint,
+        plateau=loop.Plateau(patience, min_delta, max_epochs - unkept),  # the rule counts the epochs that may be kept
+        live_dir=live_dir,
+        before_epoch=freeze_encoder(training, freeze_encoder_epochs),
+        unkept_epochs=unkept,
+        last_without_validation=True,
         # the summary's other values are the last epoch's
-        live.summary["selected"] = best
-        live.summary["plateau"] = {**plateau.summary(), "epochs": epoch + 1, "best_epoch": best["epoch"]}
-        live.summary["training_films"] = {"share": share, "films": len(train_idx), "positive": int(positive.sum())}
-        live.summary["precision"] = "bf16" if rt.amp else "fp32"
-    checkpoint.finish()
-    if not dist.is_main():
-        return best
+        summary={
+            "training_films": {"share": share, "films": len(train_idx), "positive": int(positive.sum())},
+            "precision": "bf16" if rt.amp else "fp32",
+        },
+    )
+    return best
+
+
+def save(path: Path, model: torch.nn.Module, best: dict, variant: str, size: int, rt: runtime.Runtime, params: dict):
+    """The U-Net checkpoint: the kept epoch's weights, what it was selected by, how it was trained."""
     models.save_checkpoint(
-        out_path,
-        best_state,
+        path,
+        model,
         kind="unet",
         encoder=models.ENCODER,
         in_channels=1,
-        image_size=int(images.shape[1]),
+        image_size=size,
         variant=variant,
         best_epoch=best["epoch"],
         best_val_loss=best["val_loss"],
         selection="lowest validation loss (Dice + BCE) among epochs with a trained encoder",
         input_scaling=data.INPUT_SCALING,
         runtime={"device": rt.device.type, "amp": rt.amp, "channels_last": rt.channels_last, "processes": dist.world()},
-        params=params or {},
+        params=params,
     )
-    return best
+
+
+def freeze_encoder(training: loop.Training, epochs: int) -> Callable[[int], None]:
+    """The per-epoch hook that trains only the decoder for the first `epochs` epochs: a random
+    decoder's gradients would wreck a pretrained encoder. The training step is rebuilt
+    whenever that changes, as DDP registers the trainable parameters when built."""
+    frozen = None
+
+    def before_epoch(epoch: int) -> None:
+        nonlocal frozen
+        if frozen != (epoch < epochs):
+            frozen = epoch < epochs
+            for p in training.model.encoder.parameters():
+                p.requires_grad_(not frozen)
+            training.step = training.rt.wrap(training.model)
+
+    return before_epoch

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from pneumo.core import bootstrap, clustering, data, loop, metrics, runtime
+from pneumo.core import bootstrap, clustering, data, inference, metrics, runtime
 from pneumo.core.inference import encoder_features, load_autoencoder
 from pneumo.formats.prepared import load_prepared
 
@@ -127,7 +127,7 @@ def _cluster_every_latent(
     feed = data.loader(data.Arrays(images, None, np.arange(len(images))), batch_size)
     started = time.perf_counter()
     latents = clustering.to_memmap(
-        (t.numpy() for t in loop.iter_model(model, feed, dev, lambda m, x: m.encode(x, grid), desc="latents")),
+        (t.numpy() for t in inference.iter_model(model, feed, dev, lambda m, x: m.encode(x, grid), desc="latents")),
         len(images),
         scratch / "latents.npy",
     )

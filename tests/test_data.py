@@ -76,3 +76,13 @@ def test_augment_without_any_change_is_the_identity_and_a_flip_mirrors_both():
     assert torch.allclose(flipped, x.flip(-1), atol=1e-5) and torch.equal(flipped_mask, mask.flip(-1))
     image_only, none = data.augment(x, None, generator, flip=1.0, **still)
     assert none is None and torch.allclose(image_only, x.flip(-1), atol=1e-5)
+
+
+def test_augment_moves_image_and_mask_together():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(4, 1, 32, 32)
+    x[:, :, 4:12, 4:12] = 3.0
+    mask = (x > 0).float()
+    xa, ma = data.augment(x, mask, g, contrast=0.0)
+    assert ma.shape == mask.shape and set(ma.unique().tolist()) <= {0.0, 1.0}
+    assert ((xa > 1.5) == (ma > 0.5)).float().mean() > 0.97  # same warp for both

@@ -157,3 +157,30 @@ def test_find_files_matches_the_suffix_in_any_case_sorted_through_linked_folders
     (data / "a" / "loop").symlink_to(data)  # a link back up the tree is walked once, not forever
     found = [p.relative_to(data).as_posix() for p in prepared.find_files(data, ".dcm")]
     assert found == ["a/1.dcm", "a/deeper/3.Dcm", "b/2.DCM", "linked/4.dcm"]
+
+
+def test_a_share_is_whole_patients_nested_and_keeps_its_positive_rate():
+    """share_indices: the same films for any caller, whole patients, a smaller share inside a
+    larger one, positives and negatives each cut to the share (rounded up)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(300):
+        positive = p % 4 == 0
+        for _ in range(1 + p % 3):  # 1-3 films a patient
+            rows.append({"patient_id": f"p{p}", "split": "train" if p < 240 else "val",
+                         "mask_pixels": str(int(positive) * int(rng.integers(1, 50)))})  # fmt: skip
+    films = {s: prepared.share_indices(rows, s) for s in (5, 10, 25, 50, 100)}
+    assert np.array_equal(films[100], prepared.split_indices(rows, "train"))
+    for small, large in ((5, 10), (10, 25), (25, 50), (50, 100)):
+        assert set(films[small]) < set(films[large])
+    for s, kept in films.items():
+        patients = {rows[i]["patient_id"] for i in kept}
+        assert {i for i, r in enumerate(rows) if r["patient_id"] in patients} == set(kept.tolist())  # whole patients
+        positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in kept])
+        train_positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in films[100]])
+        assert positive.sum() >= np.ceil(s * train_positive.sum() / 100)
+        assert positive.sum() <= np.ceil(s * train_positive.sum() / 100) + 2  # at most one patient over
+    reversed_rows = prepared.share_indices(list(reversed(rows)), 25)
+    assert np.array_equal(reversed_rows, len(rows) - 1 - prepared.share_indices(rows, 25)[::-1])
+    with pytest.raises(ValueError, match="percentage"):
+        prepared.share_indices(rows, 0)

@@ -116,6 +116,9 @@ def test_default_pipeline_end_to_end(repo):
     assert set(ablation["families"]["25"]["vs_none"]) == {"labels", "pseudo_labels"}
     assert ablation["confirmatory"]["contrast"] == "labels - none" and ablation["confirmatory"]["smallest_detectable"]
     assert set(ablation["gap_differences"]["25"]) == {"labels", "pseudo_labels"}
+    for share in ("100", "25"):  # convergence speed, from the validation curves dvclive logged
+        assert {v: len(row["per_run"]) for v, row in ablation["convergence"][share].items()} == {
+            "none": 2, "labels": 2, "pseudo_labels": 2}  # fmt: skip
     assert {f"{s}-{v}-{row['run']}" for s, family in ablation["per_run"].items() for v, rows in family.items()
             for row in rows} == {f"{s}-{v}-{r}" for s in (100, 25) for v in ("none", "labels", "pseudo_labels")
                                  for r in (0, 1)}  # fmt: skip

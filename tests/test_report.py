@@ -550,3 +550,25 @@ def test_the_stage_reads_ssl_only_when_the_params_train_it(root, tmp_path, monke
     assert sentence.format(4, "") in without["ablation.md"]
     with_ssl_md = without["ablation.md"].replace(sentence.format(4, ""), sentence.format(6, "ssl, "))
     assert with_ssl_md == (tmp_path / "ablation.md").read_text()
+
+
+def test_the_report_shows_how_fast_each_variant_converged(tmp_path):
+    """From the validation Dice on positives logged per epoch beside each U-Net's summary: the
+    epochs until 95% of the run's best, per variant and share, with the difference from none;
+    shares whose curves were not logged have no row."""
+    study = make_study(tmp_path, [0, 1, 2])
+    # the epoch (1-based) at which each run first reaches 95% of its best
+    reached = {"none": [4, 5, 6], "labels": [2, 2, 3], "autoencoder": [5, 5, 6], "pseudo_labels": [6, 6, 7]}
+    for variant, summaries in study["training"][100].items():
+        for r, summary in enumerate(summaries):
+            tsv = Path(summary).parent / "plots" / "metrics" / "val" / "dice_positive.tsv"
+            tsv.parent.mkdir(parents=True, exist_ok=True)
+            curve = [0.1] * (reached[variant][r] - 1) + [0.96, 1.0, 0.9]
+            tsv.write_text("step\tdice_positive\n" + "".join(f"{e}\t{v}\n" for e, v in enumerate(curve)))
+    saved = run_report(tmp_path, study)
+    rows = saved["convergence"]["100"]
+    assert {v: rows[v]["per_run"] for v in rows} == reached and saved["convergence"]["25"] == {}
+    assert rows["labels"]["minus_none"]["value"] == pytest.approx(-8 / 3)
+    assert rows["labels"]["minus_none"]["high"] < 0  # every run faster by 2-3 epochs: a narrow interval
+    table = (tmp_path / "a.md").read_text().split("## Convergence speed")[1].split("##")[0]
+    assert "| 100% | labels | 2.3 [" in table and "| 100% | none | 5.0 [" in table

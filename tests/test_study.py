@@ -221,3 +221,32 @@ def test_training_row_reads_what_a_summary_records(summary, row):
 @pytest.mark.parametrize(("x", "digits", "out"), [(0.1234567, 6, 0.123457), (float("nan"), 6, None), (None, 3, None)])
 def test_number_is_json_safe(x, digits, out):
     assert study.number(x, digits) == out
+
+
+@pytest.mark.parametrize(
+    ("curve", "epochs"),
+    [
+        ([0.1, 0.5, 0.9, 1.0], 4),  # 0.9 < 0.95: the fourth epoch is the first at 95% of the best
+        ([0.2, 0.96, 0.5, 1.0], 2),  # the first time counts, whatever follows
+        ([0.8, 0.4, 0.6], 1),  # the best is the first epoch
+        ([0.0, 0.0], 1),  # nothing learnt: 95% of 0 is reached at once
+        ([], None),
+    ],
+)
+def test_epochs_to_converge_counts_until_95_percent_of_the_best(curve, epochs):
+    assert study.epochs_to_converge(curve) == epochs
+
+
+def test_convergence_is_a_run_mean_with_a_t_interval_and_a_paired_difference_from_none():
+    none = [[0.5, 1.0], [0.5, 0.6, 1.0], [1.0]]  # 2, 3 and 1 epochs
+    labels = [[1.0], [0.2, 1.0], [1.0]]  # 1, 2 and 1
+    result = study.convergence({"none": none, "labels": labels, "old": [[1.0], [], [1.0]]}, films_per_epoch=400)
+    assert set(result) == {"none", "labels"}  # a variant missing a run's curve is left out
+    assert result["none"]["per_run"] == [2, 3, 1] and result["none"]["films_seen"] == 800.0
+    half = bootstrap.half_width(1.0 / 3, 3, 0.0)  # variance 1 over 3 runs, t with 2 df
+    assert result["none"]["epochs"] == {"value": 2.0, "low": pytest.approx(2 - half), "high": pytest.approx(2 + half)}
+    diff = result["labels"]["minus_none"]  # per run -1, -1, 0
+    assert diff["value"] == pytest.approx(-2 / 3) and diff["low"] < diff["value"] < diff["high"]
+    assert "minus_none" not in result["none"]
+    one_run = study.convergence({"none": [[0.5, 1.0]]}, films_per_epoch=None)["none"]
+    assert one_run["epochs"] == {"value": 2.0, "low": None, "high": None} and "films_seen" not in one_run

@@ -308,6 +308,29 @@ def _probe(probe: dict | None) -> list[str]:
     ]
 
 
+def _epochs(d: dict | None, sign: str = "") -> str:
+    """A number of epochs with its interval, to a tenth ("–" when there is none to show)."""
+    if d is None:
+        return "–"
+    f = f"{{:{sign}.1f}}".format
+    return f(d["value"]) if d["low"] is None else f"{f(d['value'])} [{f(d['low'])}, {f(d['high'])}]"
+
+
+def _convergence(convergence: dict | None) -> list[str]:
+    """The convergence-speed table of every share (`study.convergence`), when the report has it."""
+    if not convergence:
+        return []
+    rows = []
+    for share, family in convergence.items():
+        for variant, row in family.items():
+            epochs, minus = _epochs(row["epochs"]), _epochs(row.get("minus_none"), "+")
+            films = "n/a" if row.get("films_seen") is None else f"{row['films_seen']:,.0f}"
+            runs = ", ".join(str(x) for x in row["per_run"])
+            rows.append([f"{share}%", variant, epochs, films, minus, runs])
+    header = ["share", "variant", "epochs to 95% of best [95%]", "films seen", "minus none [95%]", "per run"]
+    return [fill("convergence", table=table(header, rows))]
+
+
 def markdown(summary: dict) -> str:
     """The ablation report: the scope and the pre-specified design, the confirmatory contrast
     with its power, one section per share of the training films, the transfer gaps, the
@@ -316,6 +339,7 @@ def markdown(summary: dict) -> str:
     parts = _head(summary)
     for share, family in summary["families"].items():
         parts += _family(share, family, summary)
-    parts += _gaps(summary) + _runs(summary) + _clustering(summary.get("clustering"))
+    parts += _gaps(summary) + _runs(summary) + _convergence(summary.get("convergence"))
+    parts += _clustering(summary.get("clustering"))
     parts += _probe(summary.get("linear_probe")) + [fill("method")]
     return "\n\n".join(parts) + "\n"

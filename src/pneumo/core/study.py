@@ -468,3 +468,43 @@ def _per_run(
         }
         for s in scored
     }
+
+
+CONVERGED = 0.95  # a run has converged once its validation Dice on positives reaches this share of its best
+
+
+def epochs_to_converge(curve: list[float], fraction: float = CONVERGED) -> int | None:
+    """The epochs a run trained until its per-epoch validation score first reached `fraction`
+    of its best (1: the first epoch); None for an empty curve."""
+    if not curve:
+        return None
+    best = max(curve)
+    return next(i + 1 for i, v in enumerate(curve) if v >= fraction * best)
+
+
+def _run_mean(values: np.ndarray) -> dict:
+    """The mean over runs with the report's t interval over them (t, R - 1 df; no image part:
+    the validation curve is one fixed split). One run: no interval."""
+    mean, runs = float(np.mean(values)), len(values)
+    if runs < 2:
+        return {"value": number(mean), "low": None, "high": None}
+    half = bootstrap.half_width(float(np.var(values, ddof=1)) / runs, runs, 0.0)
+    return {"value": number(mean), "low": number(mean - half), "high": number(mean + half)}
+
+
+def convergence(curves: dict[str, list[list[float]]], films_per_epoch: int | None) -> dict[str, dict]:
+    """How fast each variant of one share converges (transfer mainly speeds convergence: Raghu
+    et al. 2019): per run the epochs until its validation Dice on positives first reached 95% of
+    its best, and the films it had seen by then; per variant their mean with a seed-aware
+    interval and, paired by run, the difference from none. Describes; calls nothing."""
+    # a run without its validation curve (an old summary) leaves its variant out
+    epochs = {v: np.array([epochs_to_converge(c) for c in cs], float) for v, cs in curves.items() if all(cs)}
+    out = {}
+    for variant, e in epochs.items():
+        row = {"per_run": [int(x) for x in e], "epochs": _run_mean(e)}
+        if films_per_epoch:
+            row["films_seen"] = number(row["epochs"]["value"] * films_per_epoch)
+        if variant != REFERENCE and len(epochs.get(REFERENCE, [])) == len(e):
+            row["minus_none"] = _run_mean(e - epochs[REFERENCE])
+        out[variant] = row
+    return out

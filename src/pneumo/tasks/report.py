@@ -118,6 +118,12 @@ def dice_by_size(runs: dict[str, list[Table]], bins: int = SIZE_BINS) -> list[di
     return rows
 
 
+def _curve(folder: Path, quantity: str) -> list[float]:
+    """One U-Net run's per-epoch values of `quantity` (dvclive's TSV beside its summary)."""
+    tsv = folder / "plots" / "metrics" / f"{quantity}.tsv"
+    return [float(line.split("\t")[1]) for line in tsv.read_text().splitlines()[1:]] if tsv.exists() else []
+
+
 def curves(training_dirs: dict[str, list[Path]], quantity: str) -> list[dict]:
     """One per-epoch curve over all runs of each variant: at each epoch the mean of the runs
     that reached it, the lowest and highest, and how many runs (runs stop at their plateau)."""
@@ -198,6 +204,11 @@ def report(
     summary["training_films"] = {
         str(s): next(iter(family.values()))[0].get("training_films", {}).get("films") for s, family in summaries.items()
     }
+    # every epoch draws as many films as the whole training split holds: the full share's films
+    films_per_epoch = summary["training_films"].get("100")
+    val_dice = {s: {v: [_curve(Path(p).parent, "val/dice_positive") for p in ps] for v, ps in family.items()}
+                for s, family in training.items()}  # fmt: skip
+    summary["convergence"] = {str(s): study.convergence(family, films_per_epoch) for s, family in val_dice.items()}
     summary["upstream_training"] = {
         name: study.training_row(json.loads(Path(p).read_text())) for name, p in (upstream or {}).items()
     }

@@ -274,11 +274,12 @@ def nmi_ari_from_tables(tables: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def clustering_scores_resampled(clusters: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict:
-    """NMI (arithmetic normalisation, sklearn's default) and ARI of fixed cluster ids
+    """AMI, NMI (arithmetic normalisation, sklearn's default) and ARI of fixed cluster ids
     against true labels, for every row of `weights` (B, N): bootstrap multiplicities of the
-    images. Both scores are functions of the cluster x label contingency table, so each
+    images. All three are functions of the cluster x label contingency table, so each
     resample is one table, not a refit. Weights of ones give `clustering_scores`."""
-    return nmi_ari_from_tables(contingency(clusters, labels, weights))
+    tables = contingency(clusters, labels, weights)
+    return {"ami": ami_from_tables(tables)} | nmi_ari_from_tables(tables)
 
 
 def chance_agreement(clusters: np.ndarray, truth: np.ndarray, permutations: int, seed: int) -> dict:

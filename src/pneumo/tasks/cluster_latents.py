@@ -46,11 +46,6 @@ SCORES = ("ami", "nmi", "ari")
 BASELINE = "raw_pixels"  # the latent every other is compared with
 
 
-def _resampled(clusters: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
-    tables = metrics.contingency(clusters, labels, counts)
-    return {"ami": metrics.ami_from_tables(tables)} | metrics.nmi_ari_from_tables(tables)
-
-
 def _bootstrap(latents: dict[str, np.ndarray], truth: np.ndarray, resamples: int, seed: int) -> dict:
     """Each latent's SCORES on the same `resamples` bootstrap resamples of the images, drawn
     and scored a block at a time (the same draws as all at once): a (resamples, N) table
@@ -60,7 +55,7 @@ def _bootstrap(latents: dict[str, np.ndarray], truth: np.ndarray, resamples: int
     for start in range(0, resamples, block):
         counts = rng.multinomial(len(truth), np.full(len(truth), 1 / len(truth)), min(block, resamples - start))
         for name, c in latents.items():
-            parts[name].append(_resampled(c, truth, counts))
+            parts[name].append(metrics.clustering_scores_resampled(c, truth, counts))
     return {name: {s: np.concatenate([p[s] for p in parts[name]]) for s in SCORES} for name in latents}
 
 

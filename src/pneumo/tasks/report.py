@@ -118,10 +118,14 @@ def dice_by_size(runs: dict[str, list[Table]], bins: int = SIZE_BINS) -> list[di
     return rows
 
 
-def _curve(folder: Path, quantity: str) -> list[float]:
-    """One U-Net run's per-epoch values of `quantity` (dvclive's TSV beside its summary)."""
+def _logged(folder: Path, quantity: str) -> list[tuple[int, float]]:
+    """One U-Net run's (epoch, value) of `quantity` (dvclive's TSV beside its summary); none
+    when it was not logged."""
     tsv = folder / "plots" / "metrics" / f"{quantity}.tsv"
-    return [float(line.split("\t")[1]) for line in tsv.read_text().splitlines()[1:]] if tsv.exists() else []
+    if not tsv.exists():
+        return []
+    rows = (line.split("\t") for line in tsv.read_text().splitlines()[1:])
+    return [(int(step), float(value)) for step, value, *_ in rows]
 
 
 def curves(training_dirs: dict[str, list[Path]], quantity: str) -> list[dict]:
@@ -131,12 +135,8 @@ def curves(training_dirs: dict[str, list[Path]], quantity: str) -> list[dict]:
     for variant, dirs in training_dirs.items():
         by_epoch: dict[int, list[float]] = {}
         for folder in dirs:
-            tsv = Path(folder) / "plots" / "metrics" / f"{quantity}.tsv"
-            if not tsv.exists():
-                continue
-            for line in tsv.read_text().splitlines()[1:]:
-                step, value = line.split("\t")[:2]
-                by_epoch.setdefault(int(step), []).append(float(value))
+            for step, value in _logged(Path(folder), quantity):
+                by_epoch.setdefault(step, []).append(value)
         for epoch, values in sorted(by_epoch.items()):
             rows.append({"variant": variant, "epoch": epoch, **_spread(values, "mean"), "runs": len(values)})
     return rows
@@ -206,8 +206,8 @@ def report(
     }
     # every epoch draws as many films as the whole training split holds: the full share's films
     films_per_epoch = summary["training_films"].get("100")
-    val_dice = {s: {v: [_curve(Path(p).parent, "val/dice_positive") for p in ps] for v, ps in family.items()}
-                for s, family in training.items()}  # fmt: skip
+    val_dice = {s: {v: [[x for _, x in _logged(Path(p).parent, "val/dice_positive")] for p in ps]
+                    for v, ps in family.items()} for s, family in training.items()}  # fmt: skip
     summary["convergence"] = {str(s): study.convergence(family, films_per_epoch) for s, family in val_dice.items()}
     summary["upstream_training"] = {
         name: study.training_row(json.loads(Path(p).read_text())) for name, p in (upstream or {}).items()

@@ -50,11 +50,15 @@ def main(argv: list[str] | None = None) -> None:
     ssl_trained = args.ssl is not None and "ssl" in p["train_ssl"]["initialisations"]
     # only the runs and shares the current params define (a removed run's old folder is not read)
     report(
-        runs={s: {v: [args.results / str(s) / f"{v}-{r}" / "per_image.csv" for r in run_ids] for v in variants}
-              for s in shares},
+        runs={
+            s: {v: [args.results / str(s) / f"{v}-{r}" / "per_image.csv" for r in run_ids] for v in variants}
+            for s in shares
+        },
         baselines={name: args.baselines / name / "per_image.csv" for name in BASELINES},
-        training={s: {v: [args.training / str(s) / f"{v}-{r}" / "metrics.json" for r in run_ids] for v in variants}
-                  for s in shares},
+        training={
+            s: {v: [args.training / str(s) / f"{v}-{r}" / "metrics.json" for r in run_ids] for v in variants}
+            for s in shares
+        },
         clustering=[args.pseudo_labels / f"{r}.json" for r in run_ids],
         upstream={
             **{f"train_autoencoder@{r}": args.autoencoders / str(r) / "metrics.json" for r in run_ids},

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         "pixel_weight": p["train_unet"]["pixel_weight"],
         "freeze_encoder_epochs": p["train_unet"]["freeze_encoder_epochs"],
         "positive_share": p["train_unet"]["positive_share"],
+        "encoder_lr_scale": p["train_unet"]["encoder_lr_scale"],
     }
     best = train_unet(
         variant=args.variant,

@@ -293,9 +293,9 @@ def dicom_corpus(real_dicoms, tmp_path_factory) -> tuple[Path, dict[str, str | N
 
 @pytest.fixture(scope="session")
 def tiny_cxr14(tmp_path_factory) -> Path:
-    """A prepared CXR-14-like folder (images.npy, index.csv; 80 training and 40 validation films
-    of 32 px): Effusion films are brighter (any encoder sees it), Pneumothorax is a coin toss
-    (no encoder can), No Finding is neither."""
+    """A prepared CXR-14-like folder (images.npy, index.csv; 60 training, 20 validation and 40
+    probe films of 32 px): Effusion films are brighter (any encoder sees it), Pneumothorax is a
+    coin toss (no encoder can), No Finding is neither."""
     folder = tmp_path_factory.mktemp("probe") / "cxr14"
     folder.mkdir()
     rng = np.random.default_rng(2)
@@ -308,6 +308,31 @@ def tiny_cxr14(tmp_path_factory) -> Path:
         writer.writerow(["image_id", "patient_id", "split", "No Finding", "Effusion", "Pneumothorax"])
         for i in range(n):
             finding = effusion[i] or pneumothorax[i]
-            split = "train" if i < 80 else "val"
+            split = "train" if i < 60 else "val" if i < 80 else "probe"
             writer.writerow([f"{i}.png", i, split, int(not finding), int(effusion[i]), int(pneumothorax[i])])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_siim_films(tmp_path_factory) -> Path:
+    """A prepared SIIM-like folder (images.npy, masks.npy, index.csv; 60 training, 30
+    validation and 30 test films of 32 px, a third with a pneumothorax): the films with a mask
+    are brighter inside it, so any encoder's features hold the image label."""
+    folder = tmp_path_factory.mktemp("siim_probe") / "siim"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    n = 120
+    positive = np.arange(n) % 3 == 0
+    images = rng.integers(0, 150, (n, 32, 32)).astype(np.uint8)
+    masks = np.zeros((n, 32, 32), np.uint8)
+    masks[positive, 4:16, 4:12] = 1
+    images[masks > 0] += 100
+    np.save(folder / "images.npy", images)
+    np.save(folder / "masks.npy", masks)
+    with open(folder / "index.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_id", "patient_id", "split", "mask_pixels"])
+        for i in range(n):
+            split = "train" if i < 60 else "val" if i < 90 else "test"
+            writer.writerow([f"1.2.{i}", i, split, int(masks[i].sum())])
     return folder

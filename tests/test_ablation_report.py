@@ -72,6 +72,7 @@ def test_the_report_is_paragraphs_and_tables_one_blank_line_apart(runs):
         "100% of the training films",
         "25% of the training films",
         "Transfer gap with 25% of the films minus with 100%",
+        "Label efficiency",
         "Runs",
         "Method",
     ]

@@ -34,9 +34,7 @@ def canonical(name: str) -> str:
 def test_dependencies_are_ranges_and_constraints_pin_each_exactly(root):
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    requirements = [
-        Requirement(r) for r in project["dependencies"] + [r for group in extras.values() for r in group]
-    ]
+    requirements = [Requirement(r) for r in project["dependencies"] + [r for group in extras.values() for r in group]]
     requirements = [r for r in requirements if canonical(r.name) != "pneumo"]  # `dev` names the other extras
     assert {"pipeline", "jpeg", "dev"} <= set(extras)
     pins = {}

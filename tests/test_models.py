@@ -97,10 +97,7 @@ def test_autoencoder_loss_falls_on_a_small_batch():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     batch = np.stack(
-        [
-            cv2.resize(phantoms.phantom(rng, 128, set(), [])[0], (32, 32), interpolation=cv2.INTER_AREA)
-            for _ in range(8)
-        ]
+        [cv2.resize(phantoms.phantom(rng, 128, set(), [])[0], (32, 32), interpolation=cv2.INTER_AREA) for _ in range(8)]
     )
     model = models.build_autoencoder("conv", depth=2, width=8, latent=8)
     x = data.to_input(torch.from_numpy(batch))

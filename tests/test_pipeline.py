@@ -3,6 +3,7 @@ synthetic data and then on the real samples in ../shared/realdata. Where `unshar
 allowed (root on Linux), DVC runs in a network namespace with no network at all, so any
 download or phone-home in the pipeline would fail the test."""
 
+import csv
 import json
 import os
 import re
@@ -53,6 +54,29 @@ def set_params(repo: Path, overrides: dict) -> None:
         else:  # a top-level value (runs)
             params[section] = values
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def assert_probe_films_untouched(repo: Path, run_ids: list[int]) -> None:
+    """From the stage outputs: the CXR-14 films the linear probe scores are disjoint from every
+    split an encoder trained or selected on (each training stage's summary names the splits it
+    read, with their film counts) and from every clustering's films."""
+    probe = json.loads((repo / "metrics" / "linear_probe.json").read_text())
+    with open(repo / "data" / "prepared" / "cxr14" / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    scored = {r["image_id"] for r in rows if r["split"] == probe["split"]["scored"]}
+    assert len(scored) == probe["split"]["scored_images"] > 0
+    summaries = [p for stage in ("train_autoencoder", "train_ssl", "pretrain_encoder")
+                 for p in (repo / "metrics" / stage).glob("*/metrics.json")]  # fmt: skip
+    assert len(summaries) >= 3 * len(run_ids)  # the autoencoder and both pretrainings of every run
+    for path in summaries:
+        films = json.loads(path.read_text())["films"]
+        assert probe["split"]["scored"] not in films, path
+        assert films == {s: sum(r["split"] == s for r in rows) for s in films}, path
+    for r in run_ids:
+        for targets in ("pseudo_labels", "permuted_clusters", "raw_clusters"):
+            with open(repo / "data" / "pseudo_labels" / str(r) / f"{targets}.csv", newline="") as f:
+                clustered = {row["image_id"] for row in csv.DictReader(f)}
+            assert clustered and not clustered & scored
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +169,7 @@ def test_default_pipeline_end_to_end(repo):
     assert "Running stage 'train_ssl" not in out  # an experiment
     assert all(len(e["macro_auc"]["per_run"]) == 2 for e in probe["encoders"].values())
     assert "## Linear probe" in table
+    assert_probe_films_untouched(repo, [0, 1])
     assert json.loads((repo / "metrics" / "prepare_cxr14.json").read_text())["excluded_leakage"] > 0
     card = (repo / "models" / "unet" / "100" / "labels-0" / "MODEL_CARD.md").read_text()
     assert "synthetic data" in card and "all empty" in card
@@ -204,6 +229,7 @@ def test_the_ssl_experiment_trains_ssl_and_reads_it_everywhere(repo):
             repo / "models" / "encoders" / f"ssl-{r}.safetensors"
         ).read_bytes()
     assert "ssl" in json.loads((repo / "metrics" / "linear_probe.json").read_text())["encoders"]
+    assert_probe_films_untouched(repo, [0, 1])  # ssl's summaries too
     upstream = json.loads((repo / "metrics" / "ablation.json").read_text())["upstream_training"]
     assert {"train_ssl@ssl-0", "train_ssl@ssl-1"} <= set(upstream)
     set_params(repo, {"train_ssl": {"initialisations": []}, "linear_probe": {"encoders": default}})

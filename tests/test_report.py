@@ -377,13 +377,14 @@ def test_report_fails_on_a_file_with_other_image_order(tmp_path):
     assert not (tmp_path / "a.json").exists()
 
 
-def test_stage_reads_params_and_writes_both_files(root, tmp_path, tiny_cxr14):
+def test_stage_reads_params_and_writes_both_files(root, tmp_path, tiny_cxr14, tiny_siim_films):
     make_study(tmp_path, [0, 1, 2])
     for r in (0, 2):  # a real probe table: random encoders on tiny films
         runtime.seed_everything(r)
         models.save_checkpoint(tmp_path / "encoders" / f"none-{r}.safetensors", models.build_encoder(1))
     linear_probe.linear_probe(
         images_dir=tiny_cxr14,
+        siim_dir=tiny_siim_films,
         encoders_dir=tmp_path / "encoders",
         encoders=["none"],
         run_ids=[0, 2],
@@ -451,9 +452,13 @@ def test_stage_reads_params_and_writes_both_files(root, tmp_path, tiny_cxr14):
         "still improving: train_autoencoder@2 (16 epochs, still 7.0% better), pretrain_encoder@labels-2 (1 epochs)."
         in md
     )
-    probe = md.split("## Linear probe")[1].split("##")[0]
-    assert "the 40 films of the held-out split; mean over 2 run(s)" in probe
+    probe = md.split("## Linear probe")[1].split("\n## ")[0]
+    assert "scored on the 40 films of the `probe` split, which no encoder trained" in probe
     assert re.search(r"\| none \| 0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\] \| – \|", probe)
+    assert "| encoder | layer1 | layer2 | layer3 | layer4 |" in probe  # by layer, CXR-14 then SIIM
+    siim = probe.split("### The target")[1]
+    assert "fitted on the 60 SIIM training films and scored on the 30 validation films (10 with a pneumothorax)" in siim
+    assert re.search(r"\| none \| [01]\.\d{3} \[[01]\.\d{3}, [01]\.\d{3}\] \| [01]\.\d{3}", siim)
     head = json.loads((tmp_path / "m" / "h.json").read_text())
     assert list(head) == ["none", "labels", "all_empty", "location_prior", "confirmatory", "clustering", "linear_probe"]
     assert head["linear_probe"] == {

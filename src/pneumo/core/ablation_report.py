@@ -203,6 +203,46 @@ def _gaps(summary: dict) -> list[str]:
     return parts
 
 
+def label_efficiency(summary: dict) -> tuple[list[dict], list[dict]]:
+    """The label-efficiency charts' rows, one per share and variant, x the number of labelled
+    training films: the primary endpoint with its seed-aware interval, and each variant's
+    difference from `none` with its interval at the level its verdict was tested (Holm within
+    the share). Both lists share the fields the `efficiency` template draws."""
+    primary, films = summary["primary"], summary.get("training_films") or {}  # none without training summaries
+    scores, gaps = [], []
+    for share in sorted(summary["shares"]):
+        family = summary["families"][str(share)]
+        at = {"share": share, "films": films.get(str(share))}
+        for variant, row in family["variants"].items():
+            e = row[primary]
+            scores.append({"variant": variant, **at, "value": e["value"], "low": e["low"], "high": e["high"]})
+        for variant, row in family["vs_none"].items():
+            d = row[primary]
+            if d["diff"] is not None:
+                gaps.append({"variant": variant, **at, "value": d["diff"], "low": d["low"], "high": d["high"]})
+                gaps[-1]["verdict"] = d["verdict"]
+    return scores, gaps
+
+
+def _efficiency(summary: dict) -> list[str]:
+    """The label-efficiency table (with more than one share): per share, each variant's primary
+    endpoint and each pretrained variant's difference from none with its verdict."""
+    if len(summary["shares"]) < 2:
+        return []
+    scores, gaps = label_efficiency(summary)
+    variants = list(dict.fromkeys(r["variant"] for r in scores))
+    pretrained = list(dict.fromkeys(r["variant"] for r in gaps))
+    rows = []
+    for share in sorted(summary["shares"], reverse=True):
+        at = {r["variant"]: r for r in scores if r["share"] == share}
+        diff = {r["variant"]: r for r in gaps if r["share"] == share}
+        cells = [f"{share}%", next(iter(at.values()))["films"] or "–", *(_cell(at[v]) for v in variants)]
+        cells += [f"{_cell(diff[v], signed=True)} {diff[v]['verdict']}" if v in diff else "–" for v in pretrained]
+        rows.append(cells)
+    header = ["share", "films", *variants, *(f"{v} minus none" for v in pretrained)]
+    return [fill("efficiency", primary=summary["primary"], table=table(header, rows))]
+
+
 def _runs(summary: dict) -> list[str]:
     """The per-run table with how each U-Net's training ended, the runs still improving or
     not recorded, and the plateau of the training that made the encoders."""
@@ -278,14 +318,15 @@ def _clustering(clustering: dict | None) -> list[str]:
 
 
 def _probe(probe: dict | None) -> list[str]:
-    """The linear probe of every frozen encoder (macro and Pneumothorax AUC, each minus none)."""
+    """The linear probe of every frozen encoder: layer4's macro and Pneumothorax AUC on the
+    CXR-14 probe split, each minus none; every layer's macro AUC; SIIM's AUC per layer."""
     if not probe:
         return []
     rows = []
     for name, e in probe["encoders"].items():
         minus = e.get("minus_none") or {}
         cells = [name]
-        for score in ("macro_auc", "pneumothorax_auc"):  # Pneumothorax: absent from a tiny held-out split
+        for score in ("macro_auc", "pneumothorax_auc"):  # Pneumothorax: absent from a tiny probe split
             cells += [
                 _cell(e[score]) if score in e else "–",
                 _cell(minus[score], signed=True) if score in minus else "–",
@@ -295,17 +336,44 @@ def _probe(probe: dict | None) -> list[str]:
     probed = table(header, rows)
     if probe.get("skipped"):
         probed = "\n".join([fill("not_probed", reason=probe["skipped"]), *(_row(r) for r in rows)])
-    return [
+    split = probe["split"]
+    parts = [
         fill(
             "probe",
             features=probe["features"],
             probe=probe["probe"],
-            test_images=probe["split"]["test_images"],
+            fit_images=split["fit_images"],
+            scored=split["scored"],
+            scored_images=split["scored_images"],
             runs=len(probe["runs"]),
-            method=probe["method"],
+            method=probe.get("method", "–"),
             table=probed,
         )
     ]
+    if probe.get("layers"):
+        parts.append(fill("probe_layers", table=_by_layer(probe["layers"], "macro_auc")))
+    siim = probe.get("siim")
+    if siim:
+        siim_table = (
+            _by_layer(siim["encoders"], "auc") if siim["encoders"] else fill("not_probed", reason=siim["skipped"])
+        )
+        counts = {k: siim["split"][k] for k in ("fit_images", "scored_images", "scored_positives")}
+        parts.append(fill("probe_siim", **counts, table=siim_table))
+    return parts
+
+
+def _by_layer(layers: dict[str, dict[str, dict]], score: str) -> str:
+    """One row per encoder: `score` per layer, and its difference from none under it."""
+    names = list(next(iter(layers.values())))
+    rows = []
+    for encoder, by_layer in layers.items():
+        cells = [encoder]
+        for layer in names:
+            e = by_layer[layer]
+            minus = e.get("minus_none", {}).get(score)
+            cells.append(_cell(e[score]) + (f"<br>{_cell(minus, signed=True)}" if minus else ""))
+        rows.append(cells)
+    return table(["encoder", *names], rows)
 
 
 def _epochs(d: dict | None, sign: str = "") -> str:
@@ -339,7 +407,7 @@ def markdown(summary: dict) -> str:
     parts = _head(summary)
     for share, family in summary["families"].items():
         parts += _family(share, family, summary)
-    parts += _gaps(summary) + _runs(summary) + _convergence(summary.get("convergence"))
+    parts += _gaps(summary) + _efficiency(summary) + _runs(summary) + _convergence(summary.get("convergence"))
     parts += _clustering(summary.get("clustering"))
     parts += _probe(summary.get("linear_probe")) + [fill("method")]
     return "\n\n".join(parts) + "\n"

@@ -201,6 +201,7 @@ def detectable(run_variance: float, runs: int, image_variance: float) -> float:
         return math.nan if not np.isfinite(se) else 0.0
     c = half_width(run_variance, runs, image_variance) / se
     df = runs - 1 if runs > 1 else math.inf
+
     def power(lam: float) -> float:  # P(|T'| > c); the far tail underflows (scipy may give NaN there)
         if math.isinf(df):
             return float(stats.norm.sf(c - lam) + stats.norm.cdf(-c - lam))

@@ -109,11 +109,23 @@ def load_autoencoder(path: Path, device: torch.device) -> models.ConvAutoencoder
     return model.to(device).eval()
 
 
-def encoder_features(path: Path, images: np.ndarray, device: torch.device, batch_size: int = 128) -> np.ndarray:
-    """(N, 512) features of every film from an encoder checkpoint: its last stage, averaged
-    over space (the representation a linear probe and embedding clustering read)."""
+def encoder_features(
+    path: Path,
+    images: np.ndarray,
+    device: torch.device,
+    batch_size: int = 128,
+    indices: np.ndarray | None = None,
+    stages: tuple[int, ...] = (-1,),
+) -> np.ndarray:
+    """(N, features) of the films at `indices` (default: every film) from an encoder
+    checkpoint: each of its `stages` (default: the last, 512 numbers) averaged over space and
+    concatenated in that order (the representation a linear probe and embedding clustering read)."""
     encoder = models.build_encoder(1)
     models.load_encoder_into(encoder, path)
-    feed = data.loader(data.Arrays(images, None, np.arange(len(images))), batch_size)
-    pooled = run_model(encoder.to(device), feed, device, lambda m, x: m(x)[-1].mean(dim=(2, 3)), desc="features")
-    return pooled.numpy()
+    feed = data.loader(data.Arrays(images, None, np.arange(len(images)) if indices is None else indices), batch_size)
+
+    def pooled(m, x):
+        maps = m(x)
+        return torch.cat([maps[s].mean(dim=(2, 3)) for s in stages], dim=1)
+
+    return run_model(encoder.to(device), feed, device, pooled, desc="features").numpy()

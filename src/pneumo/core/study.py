@@ -135,7 +135,7 @@ def _clustering(per_run: list[dict], run_ids: list[int]) -> dict:
         )
         for name in latents[:-1]
     }
-    adjusted = _holm(estimates, len(per_run))
+    adjusted = holm_adjusted(estimates, len(per_run))
     differences = {}
     for name, diff in estimates.items():
         low, high = diff.adjusted(adjusted[name])
@@ -163,7 +163,7 @@ def _clustering(per_run: list[dict], run_ids: list[int]) -> dict:
     }
 
 
-def _scored(tables: list[Table], counts: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def scored_runs(tables: list[Table], counts: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """metric -> (per-run values (R,), per-run values on every image resample (R, B))."""
     ones = np.ones((1, counts.shape[1]))
     point = [metric_samples(t, ones) for t in tables]
@@ -171,12 +171,12 @@ def _scored(tables: list[Table], counts: np.ndarray) -> dict[str, tuple[np.ndarr
     return {m: (np.array([p[m][0] for p in point]), np.stack([b[m] for b in boot])) for m in METRICS}
 
 
-def _minus(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def minus(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per-run values and resamples of a - b, paired by run and image resample."""
     return a[0] - b[0], a[1] - b[1]
 
 
-def _called(e: bootstrap.Estimate, adjusted_p: float | None, test: str, runs: int) -> dict:
+def called_difference(e: bootstrap.Estimate, adjusted_p: float | None, test: str, runs: int) -> dict:
     """A difference under the report's one rule: its interval at the level its (adjusted) p
     implies, which excludes 0 exactly when the verdict calls it (adjusted p < 0.05)."""
     low, high = e.adjusted(adjusted_p)
@@ -195,7 +195,7 @@ def _called(e: bootstrap.Estimate, adjusted_p: float | None, test: str, runs: in
     }
 
 
-def _holm(estimates: dict[str, bootstrap.Estimate], runs: int) -> dict[str, float | None]:
+def holm_adjusted(estimates: dict[str, bootstrap.Estimate], runs: int) -> dict[str, float | None]:
     """Holm-adjusted p of each estimate (None with one run: nothing is tested)."""
     if runs < 2 or not estimates:
         return dict.fromkeys(estimates)
@@ -243,7 +243,7 @@ def _vs_baseline(
             e = bootstrap.seed_aware(x[m][0] - base_points[0], x[m][1] - base_samples[0])
             row[m] = {"baseline": best[m], **_interval(e, "diff")}
             if m == primary:
-                row[m] = {"baseline": best[m], **_called(e, e.p, "unadjusted", n_runs)}
+                row[m] = {"baseline": best[m], **called_difference(e, e.p, "unadjusted", n_runs)}
         vs_baseline[v] = row
     return vs_baseline
 
@@ -272,10 +272,10 @@ def _family(
     from the best content-free baseline; the positives the SIIM gate empties."""
     estimate = {v: {m: bootstrap.seed_aware(*x[m]) for m in METRICS} for v, x in variants.items()}
     others = [v for v in variants if v != REFERENCE] if REFERENCE in variants else []
-    differences = {v: {m: bootstrap.seed_aware(*_minus(variants[v][m], variants[REFERENCE][m])) for m in METRICS}
+    differences = {v: {m: bootstrap.seed_aware(*minus(variants[v][m], variants[REFERENCE][m])) for m in METRICS}
                    for v in others}  # fmt: skip
     holm_family = {v: differences[v][primary] for v in others if v != confirmatory}
-    adjusted = _holm(holm_family, n_runs)
+    adjusted = holm_adjusted(holm_family, n_runs)
     if confirmatory in others:
         adjusted[confirmatory] = differences[confirmatory][primary].p  # tested alone, before the others
     vs_none = {}
@@ -284,7 +284,7 @@ def _family(
         per_run = variants[v][primary][0] - variants[REFERENCE][primary][0]
         d = differences[v][primary]
         vs_none[v] = {
-            primary: _called(d, adjusted[v], test, n_runs),
+            primary: called_difference(d, adjusted[v], test, n_runs),
             "same_sign_runs": f"{int((np.sign(per_run) == np.sign(d.value)).sum())}/{n_runs}",
             "per_run": [number(x) for x in per_run],
             **{m: {**_interval(differences[v][m], "diff"), "se": number(differences[v][m].se)}
@@ -347,8 +347,8 @@ def ablation(
     first = next(iter(runs[full].values()))[0]
     positive = first["has_pneumothorax"]
     counts = bootstrap.stratified_counts(positive, resamples, seed)
-    scored = {s: {v: _scored(tables, counts) for v, tables in runs[s].items()} for s in shares}
-    bases = {b: _scored([t], counts) for b, t in baselines.items()}
+    scored = {s: {v: scored_runs(tables, counts) for v, tables in runs[s].items()} for s in shares}
+    bases = {b: scored_runs([t], counts) for b, t in baselines.items()}
     emptied, missed = _gate_counts(runs, shares, positive)
     synthetic = all(str(i).startswith(dicom.SYNTHETIC_UID_ROOT) for i in first["image_id"])
     families = {
@@ -378,7 +378,7 @@ def ablation(
         "families": {str(s): f for s, f in families.items()},
     }
     if REFERENCE in scored[full] and confirmatory in scored[full]:
-        d = _minus(scored[full][confirmatory][primary], scored[full][REFERENCE][primary])
+        d = minus(scored[full][confirmatory][primary], scored[full][REFERENCE][primary])
         summary["confirmatory"] = {
             "contrast": f"{confirmatory} - {REFERENCE}",
             "share": full,
@@ -422,7 +422,7 @@ def _gate_counts(
 def _gaps(scored: dict[int, dict[str, dict]], *, primary: str, n_runs: int) -> dict[str, dict]:
     """Per smaller share, each variant's transfer gap on the primary endpoint, (variant - none
     at the share) - (variant - none with all the films), Holm over the variants; `scored`:
-    share -> variant -> `_scored`, the largest share first."""
+    share -> variant -> `scored_runs`, the largest share first."""
     full, *smaller = scored
     gaps: dict[str, dict] = {}
     for s in smaller:
@@ -430,14 +430,16 @@ def _gaps(scored: dict[int, dict[str, dict]], *, primary: str, n_runs: int) -> d
         if REFERENCE not in scored[s]:
             continue
         estimates = {
-            v: bootstrap.seed_aware(*_minus(
-                _minus(scored[s][v][primary], scored[s][REFERENCE][primary]),
-                _minus(scored[full][v][primary], scored[full][REFERENCE][primary]),
+            v: bootstrap.seed_aware(*minus(
+                minus(scored[s][v][primary], scored[s][REFERENCE][primary]),
+                minus(scored[full][v][primary], scored[full][REFERENCE][primary]),
             ))
             for v in others
         }  # fmt: skip
-        adjusted = _holm(estimates, n_runs)
-        gaps[str(s)] = {v: _called(e, adjusted[v], f"Holm over {len(estimates)}", n_runs) for v, e in estimates.items()}
+        adjusted = holm_adjusted(estimates, n_runs)
+        gaps[str(s)] = {
+            v: called_difference(e, adjusted[v], f"Holm over {len(estimates)}", n_runs) for v, e in estimates.items()
+        }
     return gaps
 
 

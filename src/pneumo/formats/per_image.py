@@ -11,6 +11,7 @@ metric decides another."""
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -62,13 +63,18 @@ def read(path: Path) -> Table:
     """One per_image.csv as arrays by column: image_id as str, has_pneumothorax as bool,
     the pixel counts, dice and max_prob as float. A missing column is an error naming it."""
     with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing}")
-        rows = list(reader)
+        return from_text(f.read(), str(path))
+
+
+def from_text(text: str, source: str) -> Table:
+    """`read` of a per_image.csv's text (e.g. from `git show`); errors name `source`."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{source}: missing columns {missing}")
+    rows = list(reader)
     if not rows:
-        raise ValueError(f"{path}: no images")
+        raise ValueError(f"{source}: no images")
     table = {c: np.array([float(r[c]) for r in rows]) for c in COLUMNS[2:]}
     table["image_id"] = np.array([r["image_id"] for r in rows])
     table["has_pneumothorax"] = np.array([float(r["has_pneumothorax"]) for r in rows]) == 1

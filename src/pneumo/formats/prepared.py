@@ -197,6 +197,16 @@ def split_indices(rows: list[dict], split: str) -> np.ndarray:
     return np.array([i for i, r in enumerate(rows) if r["split"] == split], dtype=np.int64)
 
 
+# The CXR-14 splits any encoder trains on or selects by (pretraining, autoencoder, ssl, clustering);
+# prepare_cxr14's `probe` split is the linear probe's alone, so it scores films no encoder has seen.
+SEEN_SPLITS = ("train", "val")
+
+
+def seen_indices(rows: list[dict]) -> np.ndarray:
+    """The films of the splits an encoder may see (`SEEN_SPLITS`), in index order."""
+    return np.array([i for i, r in enumerate(rows) if r["split"] in SEEN_SPLITS], dtype=np.int64)
+
+
 def share_indices(rows: list[dict], share: int, split: str = "train") -> np.ndarray:
     """The films of `split` that a `share` percent subset keeps, in index order: whole
     patients, taken in the order of the SHA-256 of their id, separately among the patients

@@ -1,7 +1,8 @@
 """`cluster_latents`: pseudo-labels from clustering the autoencoder's latent space (the
 study's) or the `ssl` encoder's embedding (the field's: `cluster_latents.latent`), the two
 controls of the pseudo-label claim, and the validation of every clustering against the true
-CXR-14 labels, which the clustering never sees.
+CXR-14 labels, which the clustering never sees. Only the films an encoder may see (train and
+validation) are clustered: the linear probe's split stays untouched (`seen_indices`).
 
 The autoencoder's latent is its last encoder stages and bottleneck, each pooled to a
 `grid` x `grid` layout (`models.pooled_features`): a global average would code brightness,
@@ -38,7 +39,7 @@ from matplotlib.figure import Figure
 
 from pneumo.core import bootstrap, clustering, data, inference, metrics, runtime
 from pneumo.core.inference import encoder_features, load_autoencoder
-from pneumo.formats.prepared import load_prepared
+from pneumo.formats.prepared import load_prepared, seen_indices
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ Clusterer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # features ->
 
 def _cluster_every_latent(
     images: np.ndarray,
+    seen: np.ndarray,
     model_path: Path,
     ssl_path: Path | None,
     reduce_and_cluster: Clusterer,
@@ -115,15 +117,16 @@ def _cluster_every_latent(
     dev,
 ) -> tuple[dict, dict, int]:
     """(reduced features, cluster ids, each by latent name; the autoencoder latent's width) of
-    the autoencoder's latents, the ssl embedding (when `ssl_path` is given) and raw pixels.
+    the autoencoder's latents, the ssl embedding (when `ssl_path` is given) and raw pixels of
+    the films at `seen`.
     Latents and raw pixels go to `scratch` batch by batch; small ones are then read back whole."""
     reduced, clusters = {}, {}
     model = load_autoencoder(model_path, dev)
-    feed = data.loader(data.Arrays(images, None, np.arange(len(images))), batch_size)
+    feed = data.loader(data.Arrays(images, None, seen), batch_size)
     started = time.perf_counter()
     latents = clustering.to_memmap(
         (t.numpy() for t in inference.iter_model(model, feed, dev, lambda m, x: m.encode(x, grid), desc="latents")),
-        len(images),
+        len(seen),
         scratch / "latents.npy",
     )
     inferred = time.perf_counter()
@@ -131,26 +134,26 @@ def _cluster_every_latent(
     reduced["autoencoder"], clusters["autoencoder"] = reduce_and_cluster(latents)
     log.info(
         "latents of %d images (%.0f MB): inference %.1f s, clustering (%s) %.1f s",
-        len(images),
+        len(seen),
         latents.nbytes / 2**20,
         inferred - started,
         path,
         time.perf_counter() - inferred,
     )
     if ssl_path is not None:  # the embedding the method trains (512 per film): small at any N
-        reduced["ssl"], clusters["ssl"] = reduce_and_cluster(encoder_features(ssl_path, images, dev, batch_size))
+        reduced["ssl"], clusters["ssl"] = reduce_and_cluster(encoder_features(ssl_path, images, dev, batch_size, seen))
     raw = clustering.to_memmap(
-        (_raw_pixels(images, start, batch_size, raw_size) for start in range(0, len(images), batch_size)),
-        len(images),
+        (_raw_pixels(images, seen[start : start + batch_size], raw_size) for start in range(0, len(seen), batch_size)),
+        len(seen),
         scratch / "raw.npy",
     )
     _, clusters[BASELINE] = reduce_and_cluster(raw)
     return reduced, clusters, int(latents.shape[1])
 
 
-def _raw_pixels(images: np.ndarray, start: int, batch_size: int, size: int) -> np.ndarray:
-    """The raw-pixel baseline's features of one batch: images area-downsampled to size x size."""
-    rows = images[start : start + batch_size]
+def _raw_pixels(images: np.ndarray, batch: np.ndarray, size: int) -> np.ndarray:
+    """The raw-pixel baseline's features of one batch (indices): images area-downsampled to size x size."""
+    rows = images[batch]
     return np.stack([cv2.resize(np.asarray(im), (size, size), interpolation=cv2.INTER_AREA).ravel() for im in rows])
 
 
@@ -207,6 +210,8 @@ def cluster_latents(
         raise ValueError(f"cluster_latents.latent={latent!r}: one of {sorted(given)} (ssl needs the ssl encoder)")
     dev = runtime.device_from(device)
     images, _, rows = load_prepared(images_dir)
+    seen = seen_indices(rows)  # the linear probe's films are clustered by no one
+    rows = [rows[i] for i in seen]
     k = k or len(classes)
 
     def reduce_and_cluster(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # every latent alike
@@ -215,7 +220,17 @@ def cluster_latents(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".cluster_latents-") as tmp:
         reduced, clusters, latent_features = _cluster_every_latent(
-            images, model_path, ssl_path, reduce_and_cluster, Path(tmp), raw_size, grid, in_memory_mb, batch_size, dev
+            images,
+            seen,
+            model_path,
+            ssl_path,
+            reduce_and_cluster,
+            Path(tmp),
+            raw_size,
+            grid,
+            in_memory_mb,
+            batch_size,
+            dev,
         )  # its memory maps are closed when it returns, before their folder goes
 
     chosen = clusters[latent]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pneumo.core import checkpoints, data, inference, initialisations, loop, models, runtime
-from pneumo.formats.prepared import load_prepared, split_indices
+from pneumo.formats.prepared import load_prepared, seen_indices, split_indices
 
 
 def pretrain_encoder(
@@ -56,7 +57,10 @@ def pretrain_encoder(
     }
     rt = rt or runtime.start()
     images, _, rows = load_prepared(images_dir)
-    targets = pretraining.read(rows, classes, targets_csv)
+    seen = seen_indices(rows)  # the probe's films have no pseudo-label and are never read
+    targets_seen = pretraining.read([rows[i] for i in seen], classes, targets_csv)
+    targets = np.zeros((len(rows), *targets_seen.shape[1:]), targets_seen.dtype)
+    targets[seen] = targets_seen
     model = rt.prepare(models.Classifier(pretraining.outputs(targets)))
     step = rt.wrap(model)
     criterion = pretraining.criterion()
@@ -89,4 +93,12 @@ def pretrain_encoder(
     training = loop.Training(model, step, criterion, optimizer, scheduler, train_data, batch_fn, rt)
     checkpoint = training.checkpoint(checkpoint_path, fingerprint, resume, order=order.generator, augment=generator)
     plateau = loop.Plateau(patience, min_delta, max_epochs)
-    return loop.train_and_save(training, validate, save, checkpoint=checkpoint, plateau=plateau, live_dir=live_dir)[1]
+    return loop.train_and_save(
+        training,
+        validate,
+        save,
+        checkpoint=checkpoint,
+        plateau=plateau,
+        live_dir=live_dir,
+        summary={"films": {"train": len(train_idx), "val": len(val_idx)}},  # the CXR-14 splits it saw
+    )[1]

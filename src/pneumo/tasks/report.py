@@ -144,9 +144,12 @@ def curves(training_dirs: dict[str, list[Path]], quantity: str) -> list[dict]:
 
 def write_charts(folder: Path, summary: dict, runs: dict[str, list[Table]], training_dirs: dict[str, list[Path]]):
     """The review charts' data (drawn by the templates in .dvc/plots/, see dvc.yaml `plots`):
-    forest.json, dice_by_size.json and one curve file per quantity (`val_loss.json`, ...)."""
+    forest.json, dice_by_size.json, label_efficiency(_gap).json and one curve file per
+    quantity (`val_loss.json`, ...)."""
     folder.mkdir(parents=True, exist_ok=True)
+    efficiency, gaps = ablation_report.label_efficiency(summary)
     charts = {"forest": forest(summary), "dice_by_size": dice_by_size(runs)}
+    charts |= {"label_efficiency": efficiency, "label_efficiency_gap": gaps}
     charts |= {q.replace("/", "_"): curves(training_dirs, q) for q in CURVES}
     for name, rows in charts.items():
         (folder / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -104,7 +104,15 @@ def train_autoencoder(
     fingerprint = {**(params or {}), "seed": seed, "inputs": checkpoints.fingerprint(images_dir)}
     checkpoint = training.checkpoint(checkpoint_path, fingerprint, resume, order=order.generator, hide=generator)
     plateau = loop.Plateau(patience, min_delta, max_epochs)
-    return loop.train_and_save(training, validate, save, checkpoint=checkpoint, plateau=plateau, live_dir=live_dir)[1]
+    return loop.train_and_save(
+        training,
+        validate,
+        save,
+        checkpoint=checkpoint,
+        plateau=plateau,
+        live_dir=live_dir,
+        summary={"films": {"train": len(train_idx), "val": len(val_idx)}},  # the CXR-14 splits it saw
+    )[1]
 
 
 def _reconstruction_grid(model, images, indices, device, path: Path, held_out: bool, n: int = 8) -> None:

@@ -219,4 +219,12 @@ def train_ssl(
     fingerprint = {**(params or {}), "seed": seed, "inputs": checkpoints.fingerprint(images_dir)}
     checkpoint = training.checkpoint(checkpoint_path, fingerprint, resume, order=order.order.generator, epochs=order)
     plateau = loop.Plateau(patience, min_delta, max_epochs)
-    return loop.train_and_save(training, validate, save, checkpoint=checkpoint, plateau=plateau, live_dir=live_dir)[1]
+    return loop.train_and_save(
+        training,
+        validate,
+        save,
+        checkpoint=checkpoint,
+        plateau=plateau,
+        live_dir=live_dir,
+        summary={"films": {"train": len(train_idx), "val": len(val_idx)}},  # the CXR-14 splits it saw
+    )[1]

@@ -3,11 +3,13 @@ initialisation, on a share of the training films, until its validation loss plat
 (`loop.Plateau`); keeps the weights of the epoch with the lowest validation loss (never an
 epoch with a frozen encoder). Every epoch draws as many films as the whole training split
 holds, whatever the share, so every share trains on the same schedule of steps. Only a
-pretrained encoder is frozen at first: the random `none` encoder trains from the first step."""
+pretrained encoder is frozen at first, and only it may learn at a rate of its own
+(`encoder_lr_scale`, discriminative fine-tuning): the random `none` encoder trains from the
+first step, at the decoder's rate."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,7 @@ def train_unet(
     freeze_encoder_epochs: int,
     positive_share: float,
     seed: int,
+    encoder_lr_scale: float = 1.0,
     resume: bool = True,
     rt: runtime.Runtime | None = None,
     params: dict | None = None,
@@ -58,7 +61,8 @@ def train_unet(
     `max_epochs`; the learning rate drops when an epoch does not improve it by `min_delta`);
     keep the epoch with the lowest validation loss among those that trained the encoder too
     (without a validation split: `max_epochs`, the last kept). An epoch draws as many films,
-    with replacement from the share, as the whole training split holds. Per epoch, dvclive
+    with replacement from the share, as the whole training split holds. A pretrained encoder
+    learns at `lr` * `encoder_lr_scale` (`parameter_groups`). Per epoch, dvclive
     logs the losses and threshold-free validation scores; its summary names the selected
     epoch, whether the run met the plateau rule, the training films and the precision."""
     rt = rt or runtime.start()
@@ -68,7 +72,7 @@ def train_unet(
     freeze_encoder_epochs = freeze_encoder_epochs if pretrained else 0  # random features gain nothing from waiting
     model = rt.prepare(model)
     criterion = WeightedSum(models.by_name(PIXEL_LOSSES, pixel_loss, "pixel loss")(), dice_weight, pixel_weight)
-    optimizer = loop.adam(model.parameters(), lr)
+    optimizer = loop.adam(parameter_groups(model, lr, encoder_lr_scale if pretrained else 1.0), lr)
     scheduler = loop.plateau_scheduler(optimizer, min_delta)
     train_idx, val_idx = share_indices(rows, share), split_indices(rows, "val")
     positive = np.array([int(rows[i]["mask_pixels"]) > 0 for i in train_idx])
@@ -123,6 +127,19 @@ def save(path: Path, model: torch.nn.Module, best: dict, variant: str, size: int
         runtime={"device": rt.device.type, "amp": rt.amp, "channels_last": rt.channels_last, "processes": dist.world()},
         params=params,
     )
+
+
+def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr_scale: float) -> list | Iterator:
+    """What the optimiser updates: the model's parameters in one group at the optimiser's `lr`
+    or, when `encoder_lr_scale` != 1, two (discriminative fine-tuning, as many strong SIIM
+    solutions did): the encoder's at `lr` * `encoder_lr_scale`, then the decoder's and the
+    head's at `lr`. The plateau scheduler halves both."""
+    if encoder_lr_scale == 1.0:
+        return model.parameters()  # one group, as before the knob: the default trains exactly as it did
+    encoder = list(model.encoder.parameters())
+    ids = {id(p) for p in encoder}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": encoder, "lr": lr * encoder_lr_scale}, {"params": rest, "lr": lr}]
 
 
 def freeze_encoder(training: loop.Training, epochs: int) -> Callable[[int], None]:

@@ -246,6 +246,36 @@ def test_the_ssl_experiment_trains_ssl_and_reads_it_everywhere(repo):
     assert "ssl" not in json.loads((repo / "metrics" / "pseudo_labels" / "0.json").read_text())
 
 
+def test_the_label_efficiency_experiment_draws_its_curve(repo, tmp_path):
+    """The label-efficiency experiment by its documented command (docs/experiments.md), here with
+    one share added at smoke size: only the new share trains, the report's table and both charts
+    have every share, and `dvc plots show` draws them offline; then back to the default."""
+    out = run(["dvc", "exp", "run", "-n", "label-efficiency", "-S", "train_unet.shares=[100,25,10]"], repo)
+    assert "Running stage 'train_unet@10-labels-1'" in out and "Running stage 'train_unet@25" not in out
+    variants = ("none", "labels", "pseudo_labels")
+    rows = json.loads((repo / "metrics" / "charts" / "label_efficiency.json").read_text())
+    assert {(r["share"], r["variant"]) for r in rows} == {(s, v) for s in (100, 25, 10) for v in variants}
+    assert all(r["low"] <= r["value"] <= r["high"] for r in rows)
+    films = {r["share"]: r["films"] for r in rows}
+    assert 0 < films[10] < films[25] < films[100]
+    gaps = json.loads((repo / "metrics" / "charts" / "label_efficiency_gap.json").read_text())
+    assert {(r["share"], r["variant"]) for r in gaps} == {(s, v) for s in (100, 25, 10) for v in variants[1:]}
+    assert "| 10% |" in (repo / "metrics" / "ablation.md").read_text().split("## Label efficiency")[1]
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo)
+    page = (tmp_path / "plots" / "index.html").read_text(encoding="utf-8")
+    specs = [json.loads(s) for s in re.findall(r"var spec = (\{.*?\});\s*vegaEmbed\(", page, re.S)]
+    drawn = [s for s in specs if "labelled training films" in json.dumps(s.get("title"))]
+    assert len(drawn) == 2 and all(s["encoding"]["x"]["scale"]["type"] == "log" for s in drawn)
+    assert {len(s["data"]["values"]) for s in drawn} == {9, 6}  # every share and variant, and every gap
+    set_params(repo, {"train_unet": {"shares": [100, 25]}})
+    # the new share's files, deleted as docs/pipeline.md asks: the hashed folders are the default's again
+    stale = [repo / folder / "10" for folder in ("models/unet", "metrics/evaluate", "metrics/train_unet")]
+    for path in [*stale, *(repo / "models" / "checkpoints").glob("train_unet-10-*")]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    run(["dvc", "repro"], repo)
+    assert "up to date" in run(["dvc", "status"], repo)
+
+
 def test_same_pipeline_on_the_real_samples(repo, realdata):
     set_params(
         repo,

@@ -57,9 +57,10 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, c: f
 def auc_samples(scores: np.ndarray, truth: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """(B, classes) ROC AUC of each class on each row of image `counts` (a row of ones: the data)."""
     columns = []
-    for j in range(truth.shape[1]):
-        pos = truth[:, j] > 0
-        columns.append(metrics.weighted_auc(scores[pos, j], scores[~pos, j], counts[:, pos], counts[:, ~pos]))
+    with np.errstate(invalid="ignore"):  # a resample without a class's positives: NaN (nanmean leaves it out)
+        for j in range(truth.shape[1]):
+            pos = truth[:, j] > 0
+            columns.append(metrics.weighted_auc(scores[pos, j], scores[~pos, j], counts[:, pos], counts[:, ~pos]))
     return np.stack(columns, axis=1)
 
 

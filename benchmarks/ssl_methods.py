@@ -1,9 +1,10 @@
 """Which self-supervised method for `train_ssl`: VICReg against Barlow Twins (both lightly's
 loss and projection head), the same ResNet34 encoder, radiograph views (params.yaml's
 train_ssl section), batch, optimiser and seed, a constant learning rate; after every few
-epochs, the linear probe's macro AUC (`pneumo.tasks.linear_probe`: frozen pooled features, a
-logistic regression per class fitted on the training split, scored on the validation split)
-against the same random encoder before training. Not a test: a measurement that chose the
+epochs, a linear probe's macro AUC (`pneumo.tasks.linear_probe`'s fit and score: frozen pooled
+features, a logistic regression per class fitted on the training split, scored here on the
+validation split, which the stage no longer scores: it has the `probe` split for that) against
+the same random encoder before training. Not a test: a measurement that chose the
 method (docs/experiments.md). Prints one JSON line per probe.
 
     python benchmarks/ssl_methods.py --images data/prepared/cxr14 --epochs 12 --seed 0

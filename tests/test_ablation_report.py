@@ -57,7 +57,8 @@ def summary(runs: int, upstream: dict) -> dict:
         resamples=50,
         seed=0,
     )
-    return out | {"upstream_training": {name: study.training_row(s) for name, s in upstream.items()}}
+    upstream_rows = {name: study.training_row(s) for name, s in upstream.items()}
+    return out | {"upstream_training": upstream_rows, "training_films": {"100": 30, "25": 8}}
 
 
 @pytest.mark.parametrize("runs", [1, 3])
@@ -69,8 +70,8 @@ def test_the_report_is_paragraphs_and_tables_one_blank_line_apart(runs):
     sections = re.findall(r"^## (.*)$", md, re.MULTILINE)
     assert sections == [
         "Confirmatory contrast: labels - none on `dice_positive`",
-        "100% of the training films",
-        "25% of the training films",
+        "100% of the training films (30 films)",
+        "25% of the training films (8 films)",
         "Transfer gap with 25% of the films minus with 100%",
         "Label efficiency",
         "Runs",
@@ -89,3 +90,20 @@ def test_the_encoders_training_names_the_stages_it_has():
     assert "(3 stage runs: autoencoders, ssl, encoder pretraining) stops at the plateau rule. Every one met it." in md
     without = {k: v for k, v in with_ssl.items() if not k.startswith("train_ssl")}
     assert "(2 stage runs: autoencoders, encoder pretraining)" in ablation_report.markdown(summary(2, without))
+
+
+def test_label_efficiency_places_each_share_by_its_films_and_leaves_out_a_share_without_them():
+    full = summary(3, {})
+    scores, gaps = ablation_report.label_efficiency(full)
+    assert {(r["share"], r["films"], r["variant"]) for r in scores} == {
+        (s, f, v) for s, f in ((100, 30), (25, 8)) for v in ("none", "labels")
+    }
+    labels_100 = full["families"]["100"]["vs_none"]["labels"]["dice_positive"]
+    assert [g for g in gaps if g["share"] == 100] == [
+        {"variant": "labels", "share": 100, "films": 30, "value": labels_100["diff"], "low": labels_100["low"],
+         "high": labels_100["high"], "verdict": labels_100["verdict"]}
+    ]  # fmt: skip
+    assert "| 25% | 8 |" in ablation_report.markdown(full)
+    # no film count for 25% (no training summary): it has no place on the films axis
+    scores, gaps = ablation_report.label_efficiency(full | {"training_films": {"100": 30}})
+    assert {r["share"] for r in scores} == {r["share"] for r in gaps} == {100}

@@ -124,3 +124,30 @@ def test_a_split_without_a_scorable_class_is_reported_not_fatal(tiny_cxr14, tiny
     assert table["encoders"] == {} and "nothing probed" in table["skipped"]
     assert table["siim"]["encoders"] == {} and "nothing probed" in table["siim"]["skipped"]
     assert json.loads((tmp_path / "probe.json").read_text()) == table
+
+
+def test_a_class_on_every_training_film_is_left_out_not_fatal(tiny_cxr14, tiny_siim_films, tmp_path):
+    """A class every training film has (a handful of real films can be all `No Finding`): a logistic
+    regression needs both labels, so the class is left out of the table instead of stopping the stage."""
+    films = tmp_path / "cxr14"
+    films.mkdir()
+    shutil.copy(tiny_cxr14 / "images.npy", films / "images.npy")
+    rows = (tiny_cxr14 / "index.csv").read_text().splitlines()
+    every_train = [r + (",1" if ",train," in r else f",{i % 2}") for i, r in enumerate(rows[1:])]
+    (films / "index.csv").write_text("\n".join([rows[0] + ",Nodule", *every_train]) + "\n")
+    runtime.seed_everything(0)
+    models.save_checkpoint(tmp_path / "encoders" / "none-0.safetensors", models.build_encoder(1), source="none")
+    table = linear_probe.linear_probe(
+        images_dir=films,
+        siim_dir=tiny_siim_films,
+        encoders_dir=tmp_path / "encoders",
+        encoders=["none"],
+        run_ids=[0],
+        classes=["Effusion", "Nodule"],
+        c=0.1,
+        resamples=10,
+        seed=0,
+        out_path=tmp_path / "probe.json",
+        device="cpu",
+    )
+    assert table["classes"] == ["Effusion"] and "skipped" not in table

@@ -58,8 +58,9 @@ def set_params(repo: Path, overrides: dict) -> None:
 
 def assert_probe_films_untouched(repo: Path, run_ids: list[int]) -> None:
     """From the stage outputs: the CXR-14 films the linear probe scores are disjoint from every
-    split an encoder trained or selected on (each training stage's summary names the splits it
-    read, with their film counts) and from every clustering's films."""
+    split an encoder trained or selected on, and from every clustering's films. Each training
+    stage's summary names the splits it read with their film counts, taken from the index arrays
+    it trained and validated on: a stage that also read the probe films records another count."""
     probe = json.loads((repo / "metrics" / "linear_probe.json").read_text())
     with open(repo / "data" / "prepared" / "cxr14" / "index.csv", newline="") as f:
         rows = list(csv.DictReader(f))

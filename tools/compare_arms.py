@@ -4,8 +4,9 @@ Reads both git revisions' per-image tables (`metrics/evaluate/<share>/<variant>-
 git-tracked) with `git show`, and per share and variant that both hold, over the runs both hold,
 estimates exp - base the report's way (core/study.py): runs paired by run id, the test images
 resampled with the same stratified resamples for both arms, a seed-aware interval
-(`bootstrap.seed_aware`). Holm's correction runs over the pretrained variants, each interval drawn
-at the level its Holm p implies, as in the report; the random `none` encoder is a check (a knob
+(`bootstrap.seed_aware`). Holm's correction runs over every pretrained (share, variant) pair at
+once (more conservative than the report's Holm within a share), each interval drawn at the level
+its Holm p implies; the random `none` encoder is a check (a knob
 that leaves it untouched gives exactly 0). The primary endpoint, the resamples and the seed are
 the base revision's params.yaml (report.primary, report.resamples, seed).
 

@@ -207,12 +207,16 @@ def label_efficiency(summary: dict) -> tuple[list[dict], list[dict]]:
     """The label-efficiency charts' rows, one per share and variant, x the number of labelled
     training films: the primary endpoint with its seed-aware interval, and each variant's
     difference from `none` with its interval at the level its verdict was tested (Holm within
-    the share). Both lists share the fields the `efficiency` template draws."""
+    the share; the confirmatory contrast with all the films alone). Both lists share the fields
+    the `efficiency` template draws; a share without training summaries (no film count) has no
+    place on the films axis and is left out."""
     primary, films = summary["primary"], summary.get("training_films") or {}  # none without training summaries
     scores, gaps = [], []
     for share in sorted(summary["shares"]):
+        if str(share) not in films:
+            continue
         family = summary["families"][str(share)]
-        at = {"share": share, "films": films.get(str(share))}
+        at = {"share": share, "films": films[str(share)]}
         for variant, row in family["variants"].items():
             e = row[primary]
             scores.append({"variant": variant, **at, "value": e["value"], "low": e["low"], "high": e["high"]})
@@ -230,13 +234,15 @@ def _efficiency(summary: dict) -> list[str]:
     if len(summary["shares"]) < 2:
         return []
     scores, gaps = label_efficiency(summary)
+    if not scores:
+        return []
     variants = list(dict.fromkeys(r["variant"] for r in scores))
     pretrained = list(dict.fromkeys(r["variant"] for r in gaps))
     rows = []
-    for share in sorted(summary["shares"], reverse=True):
+    for share in sorted({r["share"] for r in scores}, reverse=True):
         at = {r["variant"]: r for r in scores if r["share"] == share}
         diff = {r["variant"]: r for r in gaps if r["share"] == share}
-        cells = [f"{share}%", next(iter(at.values()))["films"] or "–", *(_cell(at[v]) for v in variants)]
+        cells = [f"{share}%", next(iter(at.values()))["films"], *(_cell(at[v]) for v in variants)]
         cells += [f"{_cell(diff[v], signed=True)} {diff[v]['verdict']}" if v in diff else "–" for v in pretrained]
         rows.append(cells)
     header = ["share", "films", *variants, *(f"{v} minus none" for v in pretrained)]

@@ -10,8 +10,8 @@ is fitted per class on those features, layer by layer:
   selects or stops on (prepare_cxr14 keeps it apart: `formats.prepared.SEEN_SPLITS` are the
   splits encoders see). Scores: the ROC AUC per class, their mean over the classes (macro AUC)
   and the Pneumothorax AUC; `encoders` holds layer4 (the last stage, the headline), `layers`
-  every layer. Classes that the probe split lacks, or holds on every film, are left out and
-  named by omission in `classes`.
+  every layer. Classes that the training or the probe split lacks, or holds on every film, are
+  left out and named by omission in `classes`.
 - SIIM, the target: the image-level label (any mask pixel) fitted on the SIIM training films
   and scored on the validation films, ROC AUC per layer. No encoder trained on SIIM; the
   U-Nets do, after this.
@@ -134,8 +134,11 @@ def _cxr14_probe(
     images, _, rows = load_prepared(images_dir)
     fit, scored = split_indices(rows, "train"), split_indices(rows, PROBE_SPLIT)
     truth = np.array([[float(r[name]) for name in classes] for r in rows], dtype=np.float32)
-    # a class is scored where both splits hold it and the probe split also lacks it somewhere
-    present = [j for j in range(len(classes)) if 0 < truth[scored, j].sum() < len(scored) and 0 < truth[fit, j].sum()]
+    # a class is scored where each split holds films with it and films without it
+    present = [
+        j for j in range(len(classes))
+        if 0 < truth[scored, j].sum() < len(scored) and 0 < truth[fit, j].sum() < len(fit)
+    ]  # fmt: skip
     split = {"fit": "train", "fit_images": int(len(fit)), "scored": PROBE_SPLIT, "scored_images": int(len(scored))}
     if not present:
         return None, [], split

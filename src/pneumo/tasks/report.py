@@ -148,6 +148,9 @@ def write_charts(folder: Path, summary: dict, runs: dict[str, list[Table]], trai
     quantity (`val_loss.json`, ...)."""
     folder.mkdir(parents=True, exist_ok=True)
     efficiency, gaps = ablation_report.label_efficiency(summary)
+    # none's own line at 0 in the gap chart: the reference, and every variant keeps its colour of the first chart
+    zero = {"value": 0.0, "low": 0.0, "high": 0.0, "verdict": "reference"}  # every row has the same fields (DVC)
+    gaps = [r | zero for r in efficiency if r["variant"] == study.REFERENCE] + gaps
     charts = {"forest": forest(summary), "dice_by_size": dice_by_size(runs)}
     charts |= {"label_efficiency": efficiency, "label_efficiency_gap": gaps}
     charts |= {q.replace("/", "_"): curves(training_dirs, q) for q in CURVES}

@@ -71,7 +71,7 @@ def compare(base: dict, exp: dict, *, primary: str, resamples: int, seed: int) -
         scored[s, v] = [study.scored_runs([arm[s, v, r] for r in ids], counts)[primary] for arm in (base, exp)]
         estimates[s, v] = bootstrap.seed_aware(*study.minus(scored[s, v][1], scored[s, v][0]))
     family = {k: e for k, e in estimates.items() if k[1] != study.REFERENCE and len(runs[k]) > 1}
-    adjusted = study.holm_adjusted(family, 2)  # every member has two runs or more
+    adjusted = study.holm_adjusted(family, min((len(runs[k]) for k in family), default=0))
     rows = []
     for (s, v), e in estimates.items():
         n, (b, x) = len(runs[s, v]), scored[s, v]

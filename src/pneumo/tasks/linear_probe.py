@@ -202,12 +202,10 @@ def linear_probe(
             pneumothorax = classes.index("Pneumothorax")
             scored["pneumothorax_auc"] = lambda v: v[..., pneumothorax]
         per_layer = _probe_all(cxr14, encoders_dir, encoders, run_ids, c, dev, "CXR-14")
-        table["encoders"] = entries({n: v[HEADLINE] for n, v in per_layer.items()}, scored)
-        for name, values in per_layer.items():
-            table["encoders"][name]["by_class"] = {
-                _key(k): float(values[HEADLINE][:, 0, j].mean()) for j, k in enumerate(classes)
-            }
         table["layers"] = _by_layer(per_layer, scored)
+        for name, values in per_layer.items():  # the headline: layer4's entry, with its AUC per class
+            by_class = {_key(k): float(values[HEADLINE][:, 0, j].mean()) for j, k in enumerate(classes)}
+            table["encoders"][name] = table["layers"][name][HEADLINE] | {"by_class": by_class}
         table["method"] = bootstrap.METHODS[_estimate(per_layer[encoders[0]][HEADLINE].mean(2)).method]
     table["siim"] = _siim(siim_dir, encoders_dir, encoders, run_ids, c, resamples, seed, dev)
     out_path.write_text(json.dumps(table, indent=1) + "\n")
